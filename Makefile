@@ -1,0 +1,38 @@
+# Two commands do all set-up: `make demo` and `make test`. Both create .venv from
+# requirements.txt when it is missing (or older than requirements.txt).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow test-all bench asset clean
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m mano_jax.demo --out demo_out
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# Slow tests only (excluded from `make test`).
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ''
+
+bench: $(STAMP)
+	$(PY) benchmarks/mano_speed.py
+
+# Regenerates mano_jax/assets/procedural_hand_{right,left}.npz (deterministic).
+asset: $(STAMP)
+	$(PY) -m mano_jax.procedural --out mano_jax/assets
+
+clean:
+	rm -rf demo_out .pytest_cache
