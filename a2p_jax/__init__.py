@@ -1,0 +1,1 @@
+"""A2P two-hand reconstruction in JAX/Flax."""

@@ -1,0 +1,54 @@
+"""Face and vertex normals, and mesh orientation, for triangle meshes."""
+
+import jax
+import jax.numpy as jnp
+
+# Below this squared length a normal is treated as zero; keeps sqrt's gradient
+# finite on degenerate faces and isolated vertices.
+_TINY_SQ = 1e-30
+
+
+def safe_normalize(x, axis=-1):
+  """x / |x| along `axis`, 0 (with a finite gradient) where |x| is ~0."""
+  sq = jnp.sum(x * x, axis=axis, keepdims=True)
+  return x * jax.lax.rsqrt(jnp.maximum(sq, _TINY_SQ)) * (sq > _TINY_SQ)
+
+
+def face_cross(vertices, faces):
+  """Unnormalized face normals (..., F, 3): (v1 - v0) x (v2 - v0), length 2*area."""
+  tri = vertices[..., faces, :]
+  return jnp.cross(tri[..., 1, :] - tri[..., 0, :], tri[..., 2, :] - tri[..., 0, :])
+
+
+def face_normals(vertices, faces):
+  """Unit face normals (..., F, 3) for vertices (..., V, 3) and faces (F, 3)."""
+  return safe_normalize(face_cross(vertices, faces))
+
+
+def vertex_normals(vertices, faces):
+  """Area-weighted unit vertex normals (..., V, 3).
+
+  vertices: (..., V, 3); faces: (F, 3) int. Vertices in no face get 0.
+  """
+  cross = face_cross(vertices, faces)  # (..., F, 3), area weighting for free
+  summed = jnp.zeros_like(vertices)
+  for k in range(3):  # three corners, not a loop over vertices
+    summed = summed.at[..., faces[:, k], :].add(cross)
+  return safe_normalize(summed)
+
+
+def signed_volume(vertices, faces):
+  """Signed volume (...,) in m^3; > 0 for a closed mesh with outward faces.
+
+  Measured from the vertex mean, so for an open mesh (MANO) it is still a
+  usable orientation hint.
+  """
+  centre = jnp.mean(vertices, axis=-2, keepdims=True)
+  tri = (vertices - centre)[..., faces, :]
+  det = jnp.sum(tri[..., 0, :] * jnp.cross(tri[..., 1, :], tri[..., 2, :]), -1)
+  return jnp.sum(det, axis=-1) / 6.0
+
+
+def orientation(vertices, faces):
+  """+1 if the faces point outward, -1 if inward (...,), from the signed volume."""
+  return jnp.where(signed_volume(vertices, faces) >= 0, 1.0, -1.0)
