@@ -27,7 +27,7 @@ def nearest_vertex(p_Px3, q_Qx3):
   """Index (P,) of the nearest q for each p; no gradient (a choice, not a value)."""
   p = jax.lax.stop_gradient(p_Px3)
   q = jax.lax.stop_gradient(q_Qx3)
-  centre = jnp.mean(q, axis=0)  # centring keeps the matmul form accurate in float32
+  centre = jnp.mean(q, axis=0, keepdims=True)  # centring keeps the matmul form accurate in float32
   p, q = p - centre, q - centre
   # |p|^2 is constant per row, so the argmin only needs |q|^2 - 2 p.q (a matmul).
   score = jnp.sum(q * q, -1)[None, :] - 2.0 * p @ q.T
@@ -73,6 +73,13 @@ def collision_loss(verts_a, faces_a, verts_b, faces_b, *, dist_threshold=0.02,
   each pair's cost by rho^2. Gradients move both vertices of a pair toward
   each other, i.e. each out of the other hand.
   """
+  return _collision_jit(verts_a, jnp.asarray(faces_a), verts_b, jnp.asarray(faces_b),
+                        dist_threshold, cos_threshold, rho)
+
+
+@jax.jit
+def _collision_jit(verts_a, faces_a, verts_b, faces_b, dist_threshold, cos_threshold, rho):
+  # Faces and thresholds are traced: one compilation per shape, not per value.
   fn = functools.partial(_pair, faces_a=faces_a, faces_b=faces_b,
                          dist_threshold=dist_threshold, cos_threshold=cos_threshold,
                          rho=rho)

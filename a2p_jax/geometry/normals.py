@@ -11,7 +11,9 @@ _TINY_SQ = 1e-30
 def safe_normalize(x, axis=-1):
   """x / |x| along `axis`, 0 (with a finite gradient) where |x| is ~0."""
   sq = jnp.sum(x * x, axis=axis, keepdims=True)
-  return x * jax.lax.rsqrt(jnp.maximum(sq, _TINY_SQ)) * (sq > _TINY_SQ)
+  ok = sq > _TINY_SQ
+  # Double where: the unused branch must have a finite gradient too.
+  return jnp.where(ok, x * jax.lax.rsqrt(jnp.where(ok, sq, 1.0)), 0.0)
 
 
 def face_cross(vertices, faces):

@@ -59,7 +59,7 @@ def _classify(va, fa, vb, fb):
   overlap = jnp.all(hi >= lo)
   centre = jax.lax.stop_gradient((lo + hi) / 2)
   rot = jnp.asarray(inside.GENERIC_ROTATION, va.dtype)
-  pa, pb = (va - centre) @ rot.T, (vb - centre) @ rot.T
+  pa, pb = (va - centre[None]) @ rot.T, (vb - centre[None]) @ rot.T
   sa, sb = normals_lib.orientation(pa, fa), normals_lib.orientation(pb, fb)
   tab_a, tab_b = inside.ray_tables(pa[fa]), inside.ray_tables(pb[fb])
   # Outside the other's box nothing can be inside: gate on the box overlap so
@@ -88,7 +88,7 @@ def _side_volume(p, f, s_p, v_in, d_v, tab_q, s_q, origin, bary, k, overlap):
   frac = jnp.mean((w * s_q > 0.5) & overlap, -1)
   phi = all_in.astype(p.dtype).at[idx].set(frac)
   cross = jnp.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-  cone = jnp.sum((tri[:, 0] - origin) * cross, -1) / 6.0 * s_p
+  cone = jnp.sum((tri[:, 0] - origin[None]) * cross, -1) / 6.0 * s_p
   return jnp.sum(cone * phi)
 
 
