@@ -86,7 +86,8 @@ def _side_volume(p, f, s_p, v_in, d_v, tab_q, s_q, origin, bary, k, overlap):
   sub = jnp.einsum('sk,fkd->fsd', bary, tri[idx])
   w = inside.crossing_winding(sub.reshape(-1, 3), tab_q).reshape(sub.shape[:2])
   frac = jnp.mean((w * s_q > 0.5) & overlap, -1)
-  phi = all_in.astype(p.dtype).at[idx].set(frac)
+  # Unrefined faces (only when more than k may cross) keep the vertex vote.
+  phi = jnp.mean(f_in.astype(p.dtype), -1).at[idx].set(frac)
   cross = jnp.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
   cone = jnp.sum((tri[:, 0] - origin[None]) * cross, -1) / 6.0 * s_p
   return jnp.sum(cone * phi)
