@@ -27,11 +27,11 @@ def nearest_vertex(p_Px3, q_Qx3):
   """Index (P,) of the nearest q for each p; no gradient (a choice, not a value)."""
   p = jax.lax.stop_gradient(p_Px3)
   q = jax.lax.stop_gradient(q_Qx3)
-  centre = jnp.mean(q, axis=0, keepdims=True)  # centring keeps the matmul form accurate in float32
-  p, q = p - centre, q - centre
-  # |p|^2 is constant per row, so the argmin only needs |q|^2 - 2 p.q (a matmul).
-  score = jnp.sum(q * q, -1)[None, :] - 2.0 * p @ q.T
-  return jnp.argmin(score, axis=1)
+  # Coordinate-wise differences fuse into one pass with the argmin; the
+  # |q|^2 - 2 p.q matmul form (contraction length 3) measured 3-4x slower on CPU.
+  sq = ((p[:, None, 0] - q[None, :, 0]) ** 2 + (p[:, None, 1] - q[None, :, 1]) ** 2
+        + (p[:, None, 2] - q[None, :, 2]) ** 2)
+  return jnp.argmin(sq, axis=1)
 
 
 def _one_way(p, q, n_p, n_q, dist_threshold, cos_threshold, rho):

@@ -1,0 +1,295 @@
+"""MANO forward pass: shape blend, pose correctives, kinematics, skinning.
+
+Staged like the math: `shape_stage` (betas -> rest vertices and joints),
+`pose_rotations` (any pose representation -> per-joint rotation matrices),
+`kinematics` (rotations + rest joints -> global joint transforms), `skin`.
+`forward` chains them. All functions take any leading batch shape and are
+pure jnp, so jit/vmap/grad compose freely.
+"""
+
+import functools
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mano_jax import joints as joints_lib
+from mano_jax import rotations
+from mano_jax.model import ManoModel
+
+POSE_REPRS = ('axis_angle', 'pca', 'rotmat', 'rot6d')
+
+
+def _like(x, ref):
+  # Explicit broadcasting: the code runs under jax_numpy_rank_promotion='raise'.
+  return jnp.broadcast_to(x, ref.shape)
+
+
+class ManoOutput(NamedTuple):
+  """vertices (..., V, 3) m; joints (..., 21, 3) m in the requested order;
+  transforms (..., 16, 4, 4): joint k's global frame (rotation of its local
+  frame, which at rest is aligned with the model frame, and its posed
+  position, translation included)."""
+  vertices: jax.Array
+  joints: jax.Array
+  transforms: jax.Array
+
+
+def _float_dtype(*xs):
+  dt = jnp.result_type(*[x for x in xs if x is not None])
+  return dt if jnp.issubdtype(dt, jnp.floating) else jnp.result_type(float)
+
+
+def _check_finite_if_concrete(name, x):
+  # Under jit the values are unknown; outside it a NaN input is a user error
+  # worth a clear message rather than NaN vertices.
+  if x is not None and not isinstance(x, jax.core.Tracer):
+    if not np.all(np.isfinite(np.asarray(x))):
+      raise ValueError(f'mano_jax.forward: {name} contains NaN or Inf')
+
+
+def shape_stage(model: ManoModel, betas):
+  """betas (..., b<=B) -> rest vertices (..., V, 3), rest joints (..., J, 3)."""
+  dtype = betas.dtype
+  nb = betas.shape[-1]
+  shapedirs = jnp.asarray(model.shapedirs, dtype)[..., :nb]
+  v_template = jnp.asarray(model.v_template, dtype)
+  j_reg = jnp.asarray(model.J_regressor, dtype)
+  # The joint regressor is linear, so apply it to the template and the blend
+  # shapes once (J x V work) instead of to every shaped mesh (batch x J x V).
+  j_template = j_reg @ v_template
+  j_dirs = jnp.einsum('jv,vcb->jcb', j_reg, shapedirs)
+  v_offsets = jnp.einsum('...b,vcb->...vc', betas, shapedirs)
+  j_offsets = jnp.einsum('...b,jcb->...jc', betas, j_dirs)
+  return _like(v_template, v_offsets) + v_offsets, _like(j_template, j_offsets) + j_offsets
+
+
+def pose_rotations(model: ManoModel, pose, *, pose_repr='axis_angle',
+                   flat_hand_mean=False):
+  """Any pose representation -> (..., J, 3, 3) per-joint rotations.
+
+  axis_angle (..., 3J); pca (..., 3 + n), hand pose = coeffs @
+  hands_components[:n]; rotmat (..., J, 3, 3); rot6d (..., J, 6).
+  With flat_hand_mean=False, hands_mean is added to the 3 (J-1) hand pose in
+  axis-angle, as smplx.MANO does; for rotmat/rot6d that means the matrices
+  are converted to axis-angle first (use flat_hand_mean=True to feed final
+  rotations directly).
+  """
+  nj = model.num_joints
+  nh = 3 * (nj - 1)
+  dtype = pose.dtype
+  if pose_repr == 'axis_angle':
+    _expect(pose, (3 * nj,), 'pose', pose_repr)
+    aa = pose
+  elif pose_repr == 'pca':
+    ncomp = pose.shape[-1] - 3 if pose.ndim else -1
+    max_comp = model.hands_components.shape[0]
+    if pose.ndim == 0 or not 1 <= ncomp <= max_comp:
+      raise ValueError(
+          f'mano_jax.forward: pose_repr="pca" expects pose of shape '
+          f'(..., 3 + n) with 1 <= n <= {max_comp}, got {pose.shape}')
+    comps = jnp.asarray(model.hands_components, dtype)[:ncomp]
+    aa = jnp.concatenate([pose[..., :3], pose[..., 3:] @ comps], -1)
+  elif pose_repr in ('rotmat', 'rot6d'):
+    if pose_repr == 'rotmat':
+      _expect(pose, (nj, 3, 3), 'pose', pose_repr)
+      rot = pose
+    else:
+      _expect(pose, (nj, 6), 'pose', pose_repr)
+      rot = rotations.rot6d_to_matrix(pose)
+    if flat_hand_mean:
+      return rot
+    hand_aa = rotations.matrix_to_axis_angle(rot[..., 1:, :, :])
+    aa = jnp.concatenate(
+        [jnp.zeros(rot.shape[:-3] + (3,), dtype),
+         hand_aa.reshape(hand_aa.shape[:-2] + (nh,))], -1)
+    rot_root = rot[..., :1, :, :]
+    hand = aa[..., 3:] + _like(jnp.asarray(model.hands_mean, dtype), aa[..., 3:])
+    hand_rot = rotations.axis_angle_to_matrix(
+        hand.reshape(hand.shape[:-1] + (nj - 1, 3)))
+    return jnp.concatenate([rot_root, hand_rot], -3)
+  else:
+    raise ValueError(f'mano_jax.forward: pose_repr must be one of {POSE_REPRS}, '
+                     f'got {pose_repr!r}')
+  if not flat_hand_mean:
+    mean = jnp.concatenate([jnp.zeros((3,), dtype),
+                            jnp.asarray(model.hands_mean, dtype)])
+    aa = aa + _like(mean, aa)
+  return rotations.axis_angle_to_matrix(aa.reshape(aa.shape[:-1] + (nj, 3)))
+
+
+@functools.lru_cache(maxsize=None)
+def _levels(parents: tuple):
+  """Groups joints by depth so each level is one batched matmul.
+
+  Returns (order, inverse of order, root joints, [(joints of level l, their
+  parents' positions in `order`), ...]) where `order` concatenates the levels.
+  """
+  depth = [0] * len(parents)
+  for j, p in enumerate(parents):
+    depth[j] = 0 if p < 0 else depth[p] + 1
+  levels = [[j for j in range(len(parents)) if depth[j] == d]
+            for d in range(max(depth) + 1)]
+  order = [j for lv in levels for j in lv]
+  pos = {j: i for i, j in enumerate(order)}
+  # Static int32 indices: int64 numpy indices trip jax 0.10's index
+  # normalisation inside jit when jax_enable_x64 is switched at run time.
+  i32 = lambda x: np.asarray(x, np.int32)
+  spec = [(i32(lv), i32([pos[parents[j]] for j in lv])) for lv in levels[1:]]
+  return i32(order), i32(np.argsort(order)), i32(levels[0]), spec
+
+
+def kinematics(parents: tuple, rot, j_rest):
+  """Forward kinematics.
+
+  rot (..., J, 3, 3) local rotations, j_rest (..., J, 3) rest joints ->
+  global rotations (..., J, 3, 3) and posed joint positions (..., J, 3).
+  """
+  order, inv_order, roots, spec = _levels(tuple(parents))
+  parents_arr = np.array([max(p, 0) for p in parents], np.int32)
+  # Bone vectors in the rest pose; the root keeps its absolute position.
+  is_root = _like(jnp.asarray((np.array(parents) < 0)[:, None]), j_rest)
+  rel = j_rest - jnp.where(is_root, 0.0, j_rest[..., parents_arr, :])
+  g_rot = [rot[..., roots, :, :]]
+  g_pos = [rel[..., roots, :]]
+  for joints_l, parent_pos in spec:
+    prev_rot = jnp.concatenate(g_rot, -3)
+    prev_pos = jnp.concatenate(g_pos, -2)
+    p_rot = prev_rot[..., parent_pos, :, :]
+    g_rot.append(p_rot @ rot[..., joints_l, :, :])
+    g_pos.append(jnp.einsum('...ab,...b->...a', p_rot, rel[..., joints_l, :])
+                 + prev_pos[..., parent_pos, :])
+  g_rot = jnp.concatenate(g_rot, -3)[..., inv_order, :, :]
+  g_pos = jnp.concatenate(g_pos, -2)[..., inv_order, :]
+  return g_rot, g_pos
+
+
+def skin(model: ManoModel, v_rest, rot, g_rot, g_pos, j_rest):
+  """Pose correctives + linear blend skinning -> posed vertices (..., V, 3)."""
+  dtype = v_rest.dtype
+  nj = model.num_joints
+  eye = jnp.eye(3, dtype=dtype)
+  pose_feat = (rot[..., 1:, :, :] - _like(eye, rot[..., 1:, :, :])).reshape(rot.shape[:-3] + (9 * (nj - 1),))
+  posedirs = jnp.asarray(model.posedirs, dtype)
+  v_posed = v_rest + jnp.einsum('...k,vck->...vc', pose_feat, posedirs)
+  # Skinning transform of joint k maps rest-pose points: x -> G_k (x - J_k) + P_k.
+  t = g_pos - jnp.einsum('...jab,...jb->...ja', g_rot, j_rest)
+  a = jnp.concatenate([g_rot, t[..., None]], -1)  # (..., J, 3, 4)
+  weights = jnp.asarray(model.weights, dtype)
+  blended = jnp.einsum('vj,...jab->...vab', weights, a)
+  return (jnp.einsum('...vab,...vb->...va', blended[..., :3], v_posed)
+          + blended[..., 3])
+
+
+def _pose_batch_shape(model, pose, pose_repr):
+  nj = model.num_joints
+  if pose_repr == 'axis_angle':
+    tail = (3 * nj,)
+  elif pose_repr == 'pca':
+    max_comp = model.hands_components.shape[0]
+    if pose.ndim == 0 or not 1 <= pose.shape[-1] - 3 <= max_comp:
+      raise ValueError(
+          f'mano_jax.forward: pose_repr="pca" expects pose of shape '
+          f'(..., 3 + n) with 1 <= n <= {max_comp}, got {pose.shape}')
+    tail = pose.shape[-1:]
+  elif pose_repr == 'rotmat':
+    tail = (nj, 3, 3)
+  elif pose_repr == 'rot6d':
+    tail = (nj, 6)
+  else:
+    raise ValueError(f'mano_jax.forward: pose_repr must be one of {POSE_REPRS}, '
+                     f'got {pose_repr!r}')
+  _expect(pose, tail, 'pose', pose_repr)
+  return pose.shape[:pose.ndim - len(tail)]
+
+
+def _expect(x, tail, name, pose_repr):
+  if x.shape[x.ndim - len(tail):] != tail or x.ndim < len(tail):
+    raise ValueError(
+        f'mano_jax.forward: {name} for pose_repr={pose_repr!r} must have shape '
+        f'(..., {", ".join(map(str, tail))}), got {x.shape}')
+
+
+def forward(model: ManoModel, pose, betas=None, transl=None, *,
+            pose_repr: str = 'axis_angle', flat_hand_mean: bool = False,
+            joint_order: str = 'mano') -> ManoOutput:
+  """MANO hand: pose (+ betas, transl) -> vertices, 21 joints, joint frames.
+
+  Args:
+    model: a ManoModel (`mano_jax.load` / `load_procedural`).
+    pose: see `pose_rotations` for the shapes of each `pose_repr`; the first
+      joint is the global orientation (about the wrist joint).
+    betas: (..., b) shape coefficients, b <= model.num_betas (default zeros).
+    transl: (..., 3) translation in metres (default zeros).
+    flat_hand_mean: False (default, as smplx and InterHand2.6M's fits) adds
+      model.hands_mean to the hand pose.
+    joint_order: 'mano' (16 kinematic joints + tips thumb..pinky),
+      'openpose' or 'interhand'.
+  Leading batch dims of pose, betas and transl broadcast against each other.
+  Float32 unless the inputs are float64 (with jax_enable_x64).
+  """
+  pose = jnp.asarray(pose)
+  dtype = _float_dtype(pose, betas, transl)
+  pose = pose.astype(dtype)
+  for name, x in (('pose', pose), ('betas', betas), ('transl', transl)):
+    _check_finite_if_concrete(name, x)
+  if joint_order not in joints_lib.JOINT_ORDERS:
+    raise ValueError(f'mano_jax.forward: joint_order must be one of '
+                     f'{sorted(joints_lib.JOINT_ORDERS)}, got {joint_order!r}')
+  pose_batch = _pose_batch_shape(model, pose, pose_repr)
+  if betas is None:
+    betas = jnp.zeros((model.num_betas,), dtype)
+  betas = jnp.asarray(betas, dtype)
+  if betas.ndim == 0 or betas.shape[-1] > model.num_betas:
+    raise ValueError(f'mano_jax.forward: betas must have shape (..., b) with '
+                     f'b <= {model.num_betas}, got {betas.shape}')
+  if transl is not None:
+    transl = jnp.asarray(transl, dtype)
+    if transl.ndim == 0 or transl.shape[-1] != 3:
+      raise ValueError(f'mano_jax.forward: transl must have shape (..., 3), '
+                       f'got {transl.shape}')
+  try:
+    jnp.broadcast_shapes(pose_batch, betas.shape[:-1],
+                         () if transl is None else transl.shape[:-1])
+  except ValueError:
+    raise ValueError(
+        f'mano_jax.forward: batch shapes do not broadcast: pose {pose_batch}, '
+        f'betas {betas.shape[:-1]}, transl '
+        f'{None if transl is None else transl.shape[:-1]}') from None
+  return _forward(model, pose, betas, transl, pose_repr=pose_repr,
+                  flat_hand_mean=flat_hand_mean, joint_order=joint_order)
+
+
+@functools.partial(jax.jit, static_argnames=('pose_repr', 'flat_hand_mean',
+                                             'joint_order'))
+def _forward(model, pose, betas, transl, *, pose_repr, flat_hand_mean,
+             joint_order):
+  # Jitted so that eager callers run one compiled program instead of ~100
+  # op-by-op dispatches; inside a caller's jit it is simply inlined.
+  dtype = pose.dtype
+  rot = pose_rotations(model, pose, pose_repr=pose_repr,
+                       flat_hand_mean=flat_hand_mean)
+  batch = jnp.broadcast_shapes(rot.shape[:-3], betas.shape[:-1],
+                               () if transl is None else transl.shape[:-1])
+  v_rest, j_rest = shape_stage(model, betas)
+  # One flat batch axis inside: XLA:CPU (jax 0.10) mis-compiles the gathered
+  # batched matmuls of `kinematics` with two or more batch axes.
+  flat = lambda x, k: jnp.broadcast_to(x, batch + x.shape[-k:]).reshape(
+      (-1,) + x.shape[-k:])
+  v_rest, j_rest, rot_f = flat(v_rest, 2), flat(j_rest, 2), flat(rot, 3)
+  g_rot, g_pos = kinematics(model.parents, rot_f, j_rest)
+  verts = skin(model, v_rest, rot_f, g_rot, g_pos, j_rest)
+  unflat = lambda x, k: x.reshape(batch + x.shape[-k:])
+  verts, g_rot, g_pos = unflat(verts, 2), unflat(g_rot, 3), unflat(g_pos, 2)
+  if transl is not None:
+    transl = jnp.broadcast_to(transl, batch + (3,))[..., None, :]
+    verts = verts + transl
+    g_pos = g_pos + transl
+  tips = verts[..., np.asarray(model.tip_ids, np.int32), :]
+  joints21 = joints_lib.reorder(jnp.concatenate([g_pos, tips], -2), joint_order)
+  bottom = jnp.broadcast_to(jnp.asarray([0, 0, 0, 1], dtype),
+                            batch + (model.num_joints, 1, 4))
+  transforms = jnp.concatenate(
+      [jnp.concatenate([g_rot, g_pos[..., None]], -1), bottom], -2)
+  return ManoOutput(vertices=verts, joints=joints21, transforms=transforms)
