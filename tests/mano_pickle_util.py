@@ -186,3 +186,20 @@ def read_with_fake_chumpy(path):
       v = v.m
     out[k] = v
   return out
+
+
+def make_smplx_mano(model, tmp_dir, *, use_pca=False, num_pca_comps=6,
+                    flat_hand_mean=False, dtype=None, batch_size=1):
+  """smplx.MANO built from `model` written as an official pickle (needs torch+smplx)."""
+  import os
+  import smplx
+  import torch
+  from smplx.utils import Struct
+  side = model.side
+  path = os.path.join(tmp_dir, f'MANO_{side.upper()}.pkl')
+  write_official_pickle(model, path)
+  data = read_with_fake_chumpy(path)
+  return smplx.MANO(model_path=path, is_rhand=(side == 'right'),
+                    data_struct=Struct(**data), use_pca=use_pca,
+                    num_pca_comps=num_pca_comps, flat_hand_mean=flat_hand_mean,
+                    dtype=dtype or torch.float32, batch_size=batch_size)
