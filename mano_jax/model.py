@@ -45,6 +45,14 @@ class ManoModel:
   faces: jax.Array
   hands_components: jax.Array
   hands_mean: jax.Array
+  # Derived layouts, filled by `with_derived` (make_model, load, replace):
+  # posedirs / shapedirs as (3 V, K) matrices with rows ordered (xyz, vertex)
+  # for the channels-first skinning in lbs, and the joint regressor applied
+  # to the template and the shape blend shapes. None -> computed on the fly.
+  posedirs_cf: Optional[jax.Array] = None
+  shapedirs_cf: Optional[jax.Array] = None
+  J_template: Optional[jax.Array] = None
+  J_shapedirs: Optional[jax.Array] = None
   parents: tuple = dataclasses.field(metadata=dict(static=True), default=())
   tip_ids: tuple = dataclasses.field(metadata=dict(static=True), default=())
   side: str = dataclasses.field(metadata=dict(static=True), default='right')
@@ -70,13 +78,28 @@ class ManoModel:
     return jax.tree_util.tree_map(cast, self)
 
   def replace(self, **kwargs) -> 'ManoModel':
-    return dataclasses.replace(self, **kwargs)
+    """A copy with some fields changed; derived layouts are recomputed."""
+    return dataclasses.replace(self, **kwargs).with_derived()
+
+  def with_derived(self) -> 'ManoModel':
+    """Fills the derived layout fields from the primary arrays (numpy)."""
+    f64 = lambda x: np.asarray(x, np.float64)
+    sd, pd = f64(self.shapedirs), f64(self.posedirs)
+    jr, vt = f64(self.J_regressor), f64(self.v_template)
+    nv = vt.shape[0]
+    return dataclasses.replace(
+        self,
+        posedirs_cf=np.ascontiguousarray(pd.transpose(1, 0, 2).reshape(3 * nv, -1)),
+        shapedirs_cf=np.ascontiguousarray(sd.transpose(1, 0, 2).reshape(3 * nv, -1)),
+        J_template=jr @ vt,
+        J_shapedirs=np.einsum('jv,vcb->jcb', jr, sd))
 
 
 jax.tree_util.register_dataclass(
     ManoModel,
     data_fields=['v_template', 'shapedirs', 'posedirs', 'J_regressor',
-                 'weights', 'faces', 'hands_components', 'hands_mean'],
+                 'weights', 'faces', 'hands_components', 'hands_mean',
+                 'posedirs_cf', 'shapedirs_cf', 'J_template', 'J_shapedirs'],
     meta_fields=['parents', 'tip_ids', 'side', 'name'])
 
 
@@ -143,4 +166,4 @@ def make_model(arrays: dict, *, parents, side: str, tip_ids, name: str,
       faces=np.ascontiguousarray(arrays['faces'], dtype=np.int32),
       hands_components=f64('hands_components'),
       hands_mean=f64('hands_mean'),
-      parents=parents, tip_ids=tip_ids, side=side, name=name)
+      parents=parents, tip_ids=tip_ids, side=side, name=name).with_derived()
