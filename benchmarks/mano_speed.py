@@ -136,8 +136,8 @@ def main(argv=None):
   print('| batch | pass | mano_jax ms | (alone) | smplx ms | speed-up | XLA GFLOP | mano_jax GFLOP/s |')
   print('|---:|---|---:|---:|---:|---:|---:|---:|')
   for b, kind, mj, alone, mt, ratio, gf, rate in rows:
-    print(f'| {b} | {kind} | {mj:.3f} | {alone:.3f} | {mt:.3f} | {ratio:.1f}x | {gf:.3f} | '
-          f'{rate:.1f} |')
+    ref = f'{mt:.3f} | {ratio:.1f}x' if np.isfinite(mt) else '- | -'
+    print(f'| {b} | {kind} | {mj:.3f} | {alone:.3f} | {ref} | {gf:.3f} | {rate:.1f} |')
   print('mano_jax/smplx columns: medians of calls alternating between the two; '
         '(alone): mano_jax called back to back.')
 
