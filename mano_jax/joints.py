@@ -8,15 +8,10 @@ arrays into it.
 
 import numpy as np
 
-MANO_21_NAMES = (
-    'wrist',
-    'index1', 'index2', 'index3',
-    'middle1', 'middle2', 'middle3',
-    'pinky1', 'pinky2', 'pinky3',
-    'ring1', 'ring2', 'ring3',
-    'thumb1', 'thumb2', 'thumb3',
-    'thumb4', 'index4', 'middle4', 'ring4', 'pinky4',
-)
+from mano_jax.model import JOINT_NAMES
+
+MANO_21_NAMES = JOINT_NAMES + (
+    'thumb4', 'index4', 'middle4', 'ring4', 'pinky4')
 
 _NAME_TO_MANO = {n: i for i, n in enumerate(MANO_21_NAMES)}
 _FINGERS = ('thumb', 'index', 'middle', 'ring', 'pinky')

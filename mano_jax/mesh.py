@@ -9,12 +9,13 @@ import numpy as np
 def vertex_normals(vertices, faces):
   """Area-weighted unit vertex normals.
 
-  vertices (..., V, 3), faces (F, 3) int -> (..., V, 3). Outward for a mesh
+  vertices (..., V, 3), faces (F, 3) int (concrete or traced) -> (..., V, 3).
+  Outward for a mesh
   whose faces are counter-clockwise seen from outside (MANO's convention). A
   vertex with no incident face area gets a zero normal (no NaN).
   """
   vertices = jnp.asarray(vertices)
-  faces = np.asarray(faces)
+  faces = jnp.asarray(faces)  # may be traced (faces as a jit argument)
   v0 = vertices[..., faces[:, 0], :]
   v1 = vertices[..., faces[:, 1], :]
   v2 = vertices[..., faces[:, 2], :]

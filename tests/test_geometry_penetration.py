@@ -142,3 +142,19 @@ def test_box_iou():
   assert float(geometry.box_iou(jnp.zeros(4), jnp.zeros(4))) == 0.0
   pts = jnp.asarray([[[0.0, 1.0], [2.0, -1.0], [1.0, 0.5]]])
   np.testing.assert_allclose(geometry.box_from_points(pts), [[0.0, -1.0, 2.0, 1.0]])
+
+
+def test_pitch_argument_matches_subdiv():
+  # pitch (m) picks the refinement from the mean edge length: a fine pitch
+  # gives the same answer as a large subdiv, and bad values are refused.
+  radius = 0.01
+  v, f = meshes.sphere(radius, subdivisions=4)
+  d = _offset_for_lens(radius, 1.0 * CM3)
+  w = v + np.float32([d, 0, 0])
+  edge = float(np.mean(np.linalg.norm(v[f[:, 1]] - v[f[:, 0]], axis=-1)))
+  by_pitch = float(geometry.penetration_volume(v, f, w, f, pitch=edge / 8))
+  by_subdiv = float(geometry.penetration_volume(v, f, w, f, subdiv=8))
+  np.testing.assert_allclose(by_pitch, by_subdiv, rtol=1e-6)
+  np.testing.assert_allclose(by_pitch, meshes.lens_volume(radius, radius, d), rtol=0.03)
+  with pytest.raises(ValueError, match='pitch'):
+    geometry.penetration_volume(v, f, w, f, pitch=0.0)

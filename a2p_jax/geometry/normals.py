@@ -3,6 +3,9 @@
 import jax
 import jax.numpy as jnp
 
+# One implementation of vertex normals for the project: mano_jax's.
+from mano_jax.mesh import vertex_normals  # noqa: F401
+
 # Below this squared length a normal is treated as zero; keeps sqrt's gradient
 # finite on degenerate faces and isolated vertices.
 _TINY_SQ = 1e-30
@@ -25,18 +28,6 @@ def face_cross(vertices, faces):
 def face_normals(vertices, faces):
   """Unit face normals (..., F, 3) for vertices (..., V, 3) and faces (F, 3)."""
   return safe_normalize(face_cross(vertices, faces))
-
-
-def vertex_normals(vertices, faces):
-  """Area-weighted unit vertex normals (..., V, 3).
-
-  vertices: (..., V, 3); faces: (F, 3) int. Vertices in no face get 0.
-  """
-  cross = face_cross(vertices, faces)  # (..., F, 3), area weighting for free
-  summed = jnp.zeros_like(vertices)
-  for k in range(3):  # three corners, not a loop over vertices
-    summed = summed.at[..., faces[:, k], :].add(cross)
-  return safe_normalize(summed)
 
 
 def signed_volume(vertices, faces):
