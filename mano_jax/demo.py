@@ -55,9 +55,11 @@ def main(argv=None):
   pose_r = sample_pose(models['right'], rng, n)
   pose_l = mano_jax.mirror_pose(sample_pose(models['right'], rng, n))
   betas = rng.normal(0, 1, (2, n, 10)).astype(np.float32)
-  # Hands side by side, palms half facing, a few cm apart.
-  transl_r = np.tile([[0.0, 0.0, 0.0]], (n, 1)).astype(np.float32)
-  transl_l = (np.tile([[-0.05, 0.0, -0.12]], (n, 1))
+  # The left model is the mirror image (x -> -x) of the right: with the
+  # left wrist 27 cm further along x the two hands reach toward each other,
+  # fingertips overlapping by a few cm.
+  transl_r = np.zeros((n, 3), np.float32)
+  transl_l = (np.tile([[0.27, 0.0, 0.0]], (n, 1))
               + rng.normal(0, 0.01, (n, 3))).astype(np.float32)
 
   @jax.jit
@@ -87,7 +89,7 @@ def main(argv=None):
         mano_jax.export_mesh(path, v, models[side].faces)
         written.append(path)
     tiles.append(render.render_meshes(
-        pair, size=(320, 320), rotation=render.look_at_rotation(-20, 55)))
+        pair, size=(320, 320), rotation=render.look_at_rotation(-15, 50)))
   cols = min(n, 4)
   rows = (n + cols - 1) // cols
   sheet = Image.new('RGB', (320 * cols, 320 * rows), (255, 255, 255))
@@ -98,6 +100,17 @@ def main(argv=None):
   print(f'forward (both hands, {n} pairs, float32, {jax.default_backend()}): '
         f'compile {t_compile:.2f} s, run {t_run * 1e3:.3f} ms (median of 20)')
   print(f'wrote {len(written)} meshes to {args.out}/ and the picture {png}')
+  try:  # The two-hand metrics live in a2p_jax; mano_jax itself does not need it.
+    from a2p_jax import geometry
+  except ImportError:
+    return 0
+  vol = geometry.penetration_volume(out_r.vertices, models['right'].faces,
+                                    out_l.vertices, models['left'].faces)
+  depth = geometry.penetration_depth(out_r.vertices, models['right'].faces,
+                                     out_l.vertices, models['left'].faces)
+  for i in range(n):
+    print(f'  pair {i}: penetration volume {float(vol[i]) * 1e6:.3f} cm^3, '
+          f'depth {float(depth[i]) * 1e2:.3f} cm')
   return 0
 
 

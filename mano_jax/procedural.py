@@ -682,6 +682,9 @@ def _orient_outward(v, faces, boundary):
 def generate(seed: int = DEFAULT_SEED, num_shape_samples: int = 200,
              num_pose_samples: int = 20000, verbose: bool = False):
   """The right-hand model arrays (numpy, MANO key names, plus side/tip_ids/name)."""
+  if num_shape_samples <= 10:
+    raise ValueError(f'num_shape_samples must exceed the 10 shape components, '
+                     f'got {num_shape_samples}')
   t0 = time.time()
   rng = np.random.default_rng(seed)
   base = HandParams()

@@ -1,0 +1,49 @@
+"""The shipped procedural hand is what the generator makes, deterministically."""
+
+import numpy as np
+import pytest
+
+import mano_jax
+from mano_jax import procedural
+
+
+def test_generator_pieces_are_deterministic():
+  # (The whole asset is checked by the slow test below.)
+  p = procedural.HandParams(scale=1.05, finger_length=(1.0, 1.1, 0.95, 1.0))
+  v1, j1, _, _ = procedural.shaped_mesh(p)
+  v2, j2, chains, _ = procedural.shaped_mesh(p)
+  np.testing.assert_array_equal(v1, v2)
+  np.testing.assert_array_equal(j1, j2)
+  a = procedural.sample_natural_poses(chains, 200, np.random.default_rng(7))
+  b = procedural.sample_natural_poses(chains, 200, np.random.default_rng(7))
+  np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match='num_shape_samples'):
+    procedural.generate(num_shape_samples=5)
+
+
+def test_pose_pca_has_a_grasp_synergy():
+  # The first pose component moves every finger's flexion the same way.
+  m = mano_jax.load_procedural('right')
+  comp = np.asarray(m.hands_components[0]).reshape(15, 3)
+  _, chains = procedural.skeleton(procedural.HandParams())
+  flex = []
+  for name in procedural.FINGERS:
+    for j in procedural.FINGER_JOINTS[name]:
+      flex.append(comp[j - 1] @ chains[name].flex_axis)
+  flex = np.array(flex)
+  assert np.all(np.sign(flex) == np.sign(flex[0]))
+  assert np.min(np.abs(flex)) > 0.05
+
+
+@pytest.mark.slow
+def test_shipped_asset_regenerates_exactly(tmp_path):
+  paths = procedural.write_assets(str(tmp_path), verbose=False)
+  for path in paths:
+    side = 'right' if 'right' in path else 'left'
+    fresh = np.load(path)
+    shipped = np.load(f'{procedural.ASSET_DIR}/procedural_hand_{side}.npz')
+    assert sorted(fresh.files) == sorted(shipped.files)
+    for k in fresh.files:
+      np.testing.assert_allclose(fresh[k].astype(float) if fresh[k].dtype.kind == 'f' else fresh[k],
+                                 shipped[k].astype(float) if shipped[k].dtype.kind == 'f' else shipped[k],
+                                 rtol=0, atol=1e-12, err_msg=f'{side} {k}')
