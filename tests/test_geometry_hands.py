@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import mano_jax
 from a2p_jax import geometry
 
 try:
@@ -12,9 +13,6 @@ try:
 except ImportError:
   import geometry_meshes as meshes
 
-mano_jax = pytest.importorskip('mano_jax')
-if not hasattr(mano_jax, 'load_procedural'):
-  pytest.skip('mano_jax.load_procedural not available yet', allow_module_level=True)
 
 
 @pytest.fixture(scope='module')
