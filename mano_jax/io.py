@@ -304,15 +304,17 @@ def save_npz(model: model_lib.ManoModel, path) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def load_procedural(side: str = 'right') -> model_lib.ManoModel:
+def load_procedural(side: str = 'right', *,
+                    fix_left_shapedirs: bool = False) -> model_lib.ManoModel:
   """The shipped procedural hand (NOT MANO, see mano_jax.procedural).
 
   Same format and kinematic tree as MANO, its own mesh. `side`: 'right' or
-  'left' (the mirror image of the right).
+  'left' (the mirror image of the right). `fix_left_shapedirs` as in `load`
+  (for data in InterHand2.6M's convention).
   """
   if side not in ('right', 'left'):
     raise ValueError(f'load_procedural: side must be "right" or "left", got {side!r}')
   path = os.path.join(ASSET_DIR, f'procedural_hand_{side}.npz')
   if not os.path.exists(path):
     raise ManoFileError(f'{path} is missing; regenerate it with `make asset`')
-  return load(path, side=side)
+  return load(path, side=side, fix_left_shapedirs=fix_left_shapedirs)

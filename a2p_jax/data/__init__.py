@@ -1,0 +1,3 @@
+"""Data: InterHand2.6M and HIC readers, the synthetic two-hand data set,
+TFDS builders and the grain input pipeline. Files in mm where the data sets
+are; metres inside the code unless a name says otherwise."""
