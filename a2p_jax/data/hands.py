@@ -12,13 +12,15 @@ def load_hand_models(mano_dir: Optional[str] = None
                      ) -> Tuple[mano_jax.ManoModel, mano_jax.ManoModel]:
   """(right, left) models: MANO from `mano_dir`, else the procedural hand.
 
-  The left model gets InterHand2.6M's shapedirs fix (shapedirs[:, 0] *= -1)
-  in both cases, so that data made with the procedural hand follows exactly
-  the convention of InterHand2.6M's MANO fits and one code path reads both.
+  InterHand2.6M's fits use a left model whose shape space mirrors the
+  right's. The official MANO_LEFT.pkl gets that with InterHand2.6M's fix
+  (shapedirs[:, 0] *= -1); the procedural left hand is built as the exact
+  mirror of the right and is used as is. Either way, data made with the
+  procedural hand follows the convention of InterHand2.6M's fits and one
+  code path reads both.
   """
   if mano_dir is None:
-    return (mano_jax.load_procedural('right'),
-            mano_jax.load_procedural('left', fix_left_shapedirs=True))
+    return mano_jax.load_procedural('right'), mano_jax.load_procedural('left')
   paths = [os.path.join(mano_dir, f'MANO_{s}.pkl') for s in ('RIGHT', 'LEFT')]
   for p in paths:
     if not os.path.exists(p):
