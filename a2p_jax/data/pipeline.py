@@ -1,0 +1,224 @@
+"""grain input pipeline: reader examples -> augmented, batched training arrays.
+
+    source (random access: InterHand26M, HIC, the synthetic set, a TFDS
+    data source) -> per-process shard -> [shuffle, repeat] -> random_map
+    (load image, flip, rotate, crop, colour) -> batch -> [multiprocess prefetch]
+
+Deterministic given the seed: the augmentation of element i of the (sharded,
+shuffled, repeated) sequence depends only on (seed, i), and the iterator's
+state (`get_state`/`set_state`) restores the exact position, so training
+resumes exactly. The per-example work is numpy/PIL only (no JAX), so it runs
+in grain's worker processes.
+
+Output arrays per example (batched with a leading axis):
+  image        (H, W, 3) uint8 crop (normalise on device: `normalize_image`)
+  joints_2d    (42, 2) float32 crop pixels (right 0-20, left 21-41, InterHand order)
+  joints_rel   (42, 3) float32 m, camera space, relative to each hand's wrist
+  depth_rel    (42,) float32 m, z minus the own hand's wrist z (2.5D target)
+  joint_valid  (42,) float32, 0 for missing joints or missing hands
+  hand_valid   (2,) float32 [right, left]
+  mano_pose    (2, 48), mano_shape (2, 10), mano_trans (2, 3) m camera space
+  mano_valid   (2,) float32
+  rel_root     (3,) float32 m, left wrist minus right wrist; rel_root_valid ()
+  affine       (2, 3) float32 source pixel -> crop pixel
+  focal, princpt (2,) float32 (princpt after any flip)
+  flipped      () int32
+  priors       (h, w, C) float32 if the example has prior maps (see `prior_maps`)
+"""
+
+import dataclasses
+import os
+from typing import Callable, Optional, Sequence, Tuple
+
+import grain
+import numpy as np
+from PIL import Image
+
+from a2p_jax.data import augment
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+WRIST = (20, 41)  # wrist rows of the right and left hand (InterHand order)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """Training-time augmentation ranges (InterWild-like defaults)."""
+  input_hw: Tuple[int, int] = (256, 256)
+  scale: float = 0.25          # crop side x U(1 - s, 1 + s)
+  rotation_deg: float = 30.0   # U(-r, r), applied with probability rotation_prob
+  rotation_prob: float = 0.6
+  shift: float = 0.1           # centre moved by U(-t, t) x side
+  color: float = 0.2           # per-channel gain U(1 - c, 1 + c)
+  flip_prob: float = 0.5
+  box_extend: float = 1.3
+  prior_hw: Optional[Tuple[int, int]] = None  # output size of prior maps
+
+
+def load_image(ex: dict) -> np.ndarray:
+  """(H, W, 3) uint8 RGB from `image` (array or encoded bytes) or `image_path`."""
+  img = ex.get('image')
+  if isinstance(img, np.ndarray) and img.ndim == 3:
+    return img
+  try:
+    if isinstance(img, (bytes, bytearray)):
+      import io
+      pil = Image.open(io.BytesIO(img))
+    else:
+      pil = Image.open(ex['image_path'])
+    return np.asarray(pil.convert('RGB'))
+  except (OSError, KeyError) as e:
+    where = ex.get('image_path', f'annotation {ex.get("annot_id")}')
+    raise OSError(f'cannot read image {where}: {e}') from None
+
+
+def _hand_valid(ex: dict) -> np.ndarray:
+  valid = np.asarray(ex['joint_valid'], np.float32).reshape(42)
+  return np.array([valid[:21].max(), valid[21:].max()], np.float32)
+
+
+def _aug_params(cfg: AugmentConfig, rng: np.random.Generator, training: bool):
+  if not training:
+    return dict(scale=1.0, rot=0.0, shift=np.zeros(2), color=np.ones(3), flip=False)
+  rot = 0.0
+  if rng.random() < cfg.rotation_prob:
+    rot = np.radians(rng.uniform(-cfg.rotation_deg, cfg.rotation_deg))
+  return dict(scale=rng.uniform(1 - cfg.scale, 1 + cfg.scale), rot=rot,
+              shift=rng.uniform(-cfg.shift, cfg.shift, 2),
+              color=rng.uniform(1 - cfg.color, 1 + cfg.color, 3),
+              flip=bool(rng.random() < cfg.flip_prob))
+
+
+def process(ex: dict, rng: np.random.Generator, *, cfg: AugmentConfig, models,
+            training: bool) -> dict:
+  """One reader example -> one training example (see the module docstring)."""
+  image = load_image(ex)
+  width = image.shape[1]
+  p = _aug_params(cfg, rng, training)
+  if p['flip']:
+    ex = augment.flip(ex, models, width)
+  focal = np.asarray(ex['camera']['focal'], np.float64)
+  princpt = np.asarray(ex['camera']['princpt'], np.float64)
+  joints_cam = np.asarray(ex['joints_cam'], np.float64).reshape(42, 3)
+  joint_valid = np.asarray(ex['joint_valid'], np.float32).reshape(42)
+  uv = augment.project(joints_cam, focal, princpt)
+  box = augment.hands_box(uv, joint_valid, extend=cfg.box_extend)
+  if box is None:  # no valid joint: fall back to the annotated box
+    x, y, w, h = np.asarray(ex['bbox'], np.float64)
+    box = np.array([x + w / 2, y + h / 2, max(w, h) * cfg.box_extend])
+  side = box[2] * p['scale']
+  centre = box[:2] + p['shift'] * box[2]
+  affine = augment.crop_affine(centre, side, cfg.input_hw, rot_rad=p['rot'],
+                               flip=p['flip'], image_width=width)
+  # The image affine contains the flip; the example was flipped in 3D above,
+  # so its keypoints `uv` go through the same crop without the flip.
+  joints_2d = augment.apply_affine(
+      augment.crop_affine(centre, side, cfg.input_hw, rot_rad=p['rot']), uv)
+  if p['rot']:
+    # 3D targets turn with the crop about the optical axis (exact for a crop
+    # centred on the principal point; the 2D targets above are exact always).
+    ex = augment.rotate_3d(ex, augment.rot_z(p['rot']), models)
+    joints_cam = np.asarray(ex['joints_cam'], np.float64).reshape(42, 3)
+  crop = augment.warp_image(image, affine, cfg.input_hw)
+  if training:
+    crop = augment.color_jitter(crop, p['color'])
+  hand_valid = _hand_valid(ex)
+  wrists = joints_cam[list(WRIST)]
+  joints_rel = joints_cam.copy()
+  joints_rel[:21] -= wrists[0]
+  joints_rel[21:] -= wrists[1]
+  wrist_valid = joint_valid[list(WRIST)]
+  # A joint counts only if its own hand's wrist does (root-relative targets).
+  jv = joint_valid * np.repeat(wrist_valid, 21)
+  mano_pose = np.zeros((2, 48), np.float32)
+  mano_shape = np.zeros((2, 10), np.float32)
+  mano_trans = np.zeros((2, 3), np.float32)
+  mano_valid = np.zeros(2, np.float32)
+  for k, s in enumerate(augment.HANDS):
+    fit = ex['mano'].get(s) if ex.get('mano') else None
+    if fit is not None:
+      mano_pose[k], mano_shape[k], mano_trans[k] = fit['pose'], fit['shape'], fit['trans']
+      mano_valid[k] = 1.0
+  out = {
+      'image': crop,
+      'joints_2d': joints_2d.astype(np.float32),
+      'joints_rel': (joints_rel / 1000.0).astype(np.float32),
+      'depth_rel': (joints_rel[:, 2] / 1000.0).astype(np.float32),
+      'joint_valid': jv.astype(np.float32),
+      'hand_valid': hand_valid,
+      'mano_pose': mano_pose, 'mano_shape': mano_shape, 'mano_trans': mano_trans,
+      'mano_valid': mano_valid,
+      'rel_root': ((wrists[1] - wrists[0]) / 1000.0).astype(np.float32),
+      'rel_root_valid': np.float32(wrist_valid.min()),
+      'affine': affine.astype(np.float32),
+      'focal': focal.astype(np.float32), 'princpt': princpt.astype(np.float32),
+      'flipped': np.int32(p['flip']),
+  }
+  if 'priors' in ex and cfg.prior_hw is not None:
+    out['priors'] = prior_maps(ex['priors'], ex.get('priors_stride', 1.0), affine,
+                               cfg, p['flip'])
+  return out
+
+
+def prior_maps(maps: np.ndarray, stride: float, affine: np.ndarray,
+               cfg: AugmentConfig, flipped: bool) -> np.ndarray:
+  """(h', w', C) maps on the source image's grid (one map pixel = `stride`
+  image pixels) -> (prior_h, prior_w, C) on the crop's grid, with the same
+  affine as the image. (Channel swaps under a flip, e.g. left/right
+  keypoint heatmaps, are the caller's to declare; maps here are warped.)"""
+  out_scale = cfg.input_hw[0] / cfg.prior_hw[0]
+  a = augment.scale_affine(affine, float(stride), out_scale)
+  return augment.warp_map(np.asarray(maps, np.float32), a, cfg.prior_hw).astype(np.float32)
+
+
+def normalize_image(images):
+  """uint8 (..., H, W, 3) -> float32 normalised with ImageNet statistics."""
+  return (images.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD
+
+
+class _Process:
+  """Picklable per-example transform for grain workers."""
+
+  def __init__(self, cfg, models, training):
+    self.cfg, self.models, self.training = cfg, models, training
+
+  def __call__(self, ex, rng):
+    return process(ex, rng, cfg=self.cfg, models=self.models, training=self.training)
+
+
+def shard_for_process(num_examples: int, process_index: int, process_count: int):
+  """Contiguous index range of this process (equal sizes; remainder dropped)."""
+  per = num_examples // process_count
+  if per == 0:
+    raise ValueError(f'{num_examples} examples cannot be split over '
+                     f'{process_count} processes')
+  return process_index * per, (process_index + 1) * per
+
+
+def make_dataset(source: Sequence, *, cfg: AugmentConfig, models, batch_size: int,
+                 seed: int, training: bool, num_epochs: Optional[int] = None,
+                 process_index: int = 0, process_count: int = 1,
+                 num_workers: int = 0, drop_remainder: bool = True):
+  """A grain IterDataset of batches from a random-access `source`.
+
+  `models`: (right, left) ManoModel, numpy leaves (for flips/rotations of
+  MANO fits). Training: shuffled each epoch, repeated `num_epochs` times
+  (None: forever), augmented. Evaluation: in order, once, centred crops.
+  Each process gets its own contiguous shard of the source.
+  """
+  if batch_size <= 0:
+    raise ValueError(f'batch_size must be positive, got {batch_size}')
+  lo, hi = shard_for_process(len(source), process_index, process_count)
+  ds = grain.MapDataset.source(source)[lo:hi]
+  if training:
+    ds = ds.shuffle(seed=seed).repeat(num_epochs)
+  elif num_epochs not in (None, 1):
+    ds = ds.repeat(num_epochs)
+  ds = ds.random_map(_Process(cfg, models, training), seed=seed)
+  it = ds.to_iter_dataset().batch(batch_size, drop_remainder=drop_remainder)
+  if num_workers > 0:
+    from absl import flags
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags
+      flags.FLAGS.mark_as_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return it
