@@ -107,29 +107,37 @@ def compose(angles_Jx3, frames_Jx3x3):
   return _rotvec_from_quat(q)
 
 
-def apply_limits(hand_pose_45, model):
-  """Clamps flat_hand_mean=False hand poses (..., 45) to the joint limits."""
-  frames = joint_frames(model)
+def pose_prior(model, coeffs_std_45):
+  """What sampling needs from a model, as numpy (computed once per model):
+  joint frames, limits (lo, hi) (15, 3) rad, PCA basis and std, hands_mean."""
   table = _limit_table()
-  mean = np.asarray(model.hands_mean, np.float64)
-  full = (np.asarray(hand_pose_45, np.float64) + mean).reshape(
+  return dict(
+      frames=joint_frames(model),
+      lo=np.stack([-table[:, 0], table[:, 1], -table[:, 3]], -1),
+      hi=np.stack([table[:, 0], table[:, 2], table[:, 3]], -1),
+      components=np.asarray(model.hands_components, np.float64),
+      std=np.asarray(coeffs_std_45, np.float64),
+      mean=np.asarray(model.hands_mean, np.float64))
+
+
+def apply_limits(hand_pose_45, prior):
+  """Clamps flat_hand_mean=False hand poses (..., 45) to the joint limits."""
+  full = (np.asarray(hand_pose_45, np.float64) + prior['mean']).reshape(
       np.shape(hand_pose_45)[:-1] + (15, 3))
-  ang = decompose(full, frames)
-  lo = np.stack([-table[:, 0], table[:, 1], -table[:, 3]], -1)
-  hi = np.stack([table[:, 0], table[:, 2], table[:, 3]], -1)
-  ang = np.clip(ang, lo, hi)
-  return compose(ang, frames).reshape(full.shape[:-2] + (45,)) - mean
+  ang = np.clip(decompose(full, prior['frames']), prior['lo'], prior['hi'])
+  return compose(ang, prior['frames']).reshape(full.shape[:-2] + (45,)) - prior['mean']
 
 
-def sample_hand_pose(rng, model, coeffs_std_45, *, spread=1.0):
+def sample_hand_pose(rng, prior, *, spread=1.0):
   """A natural hand pose (45,) (flat_hand_mean=False convention).
 
   PCA coefficients ~ N(0, (spread * std)^2) truncated at PCA_TRUNCATION std,
-  mapped through model.hands_components, then clamped to the joint limits.
+  mapped through the model's hands_components, then clamped to the joint
+  limits. prior: `pose_prior(model, coeffs_std)`.
   """
   c = rng.standard_normal(45)
-  c = np.clip(c, -PCA_TRUNCATION, PCA_TRUNCATION) * spread * np.asarray(coeffs_std_45)
-  return apply_limits(c @ np.asarray(model.hands_components, np.float64), model)
+  c = np.clip(c, -PCA_TRUNCATION, PCA_TRUNCATION) * spread * prior['std']
+  return apply_limits(c @ prior['components'], prior)
 
 
 def random_rotvec(rng):

@@ -58,7 +58,8 @@ def _raster(uv, z, faces, depth, face_id, bary, near):
           continue
         inv_z = wa * iza + wb * izb + wc * izc
         zz = 1.0 / inv_z
-        if zz < depth[i, j]:
+        # float32 buffers: compare in float32 so ties resolve like the store.
+        if np.float32(zz) < depth[i, j]:
           depth[i, j] = zz
           face_id[i, j] = f
           # Perspective-correct weights of vertices b and c.
@@ -83,21 +84,22 @@ def rasterize(uv_Nx2, z_N, faces_Fx3, height, width, *, near=NEAR_M):
     raise ValueError(f'rasterize: faces must be (F, 3), got {faces.shape}')
   if faces.size and (faces.min() < 0 or faces.max() >= len(z)):
     raise ValueError(f'rasterize: face index out of range [0, {len(z)})')
-  depth = np.full((height, width), np.inf, np.float64)
+  depth = np.full((height, width), np.inf, np.float32)
   face = np.full((height, width), -1, np.int32)
-  bary = np.zeros((height, width, 2), np.float64)
+  bary = np.zeros((height, width, 2), np.float32)
   _raster(uv, z, faces, depth, face, bary, float(near))
-  return depth.astype(np.float32), face, bary.astype(np.float32)
+  return depth, face, bary
 
 
-def interpolate(values_NxC, faces_Fx3, face_HxW, bary_HxWx2):
-  """Per-pixel interpolation of vertex values (N, C) -> (H, W, C); 0 where empty."""
+def interpolate(values_NxC, faces_Fx3, face_P, bary_Px2):
+  """Interpolates vertex values (N, C) at P covered pixels -> (P, C).
+
+  face_P / bary_Px2: the rasterizer's face id and weights at those pixels,
+  e.g. face[mask], bary[mask].
+  """
   values = np.asarray(values_NxC)
-  mask = face_HxW >= 0
-  out = np.zeros(face_HxW.shape + values.shape[1:], np.float32)
-  f = np.asarray(faces_Fx3)[face_HxW[mask]]
-  b = bary_HxWx2[mask]
+  f = np.asarray(faces_Fx3)[face_P]
+  b = np.asarray(bary_Px2)
   w0 = 1.0 - b[:, 0] - b[:, 1]
-  out[mask] = (w0[:, None] * values[f[:, 0]] + b[:, 0:1] * values[f[:, 1]]
-               + b[:, 1:2] * values[f[:, 2]])
-  return out
+  return (w0[:, None] * values[f[:, 0]] + b[:, 0:1] * values[f[:, 1]]
+          + b[:, 1:2] * values[f[:, 2]])
