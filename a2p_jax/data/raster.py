@@ -50,10 +50,12 @@ def _raster(uv, z, faces, depth, face_id, bary, near):
       y = float(i)
       for j in range(j0, j1 + 1):
         x = float(j)
-        # Screen-space barycentrics; the sign of area makes both windings work.
+        # Screen-space barycentrics, each from its own edge function so a
+        # centre exactly on an edge gets exactly 0 (not 1 - wb - wc rounding);
+        # the sign of area makes both windings work.
+        wa = ((xc - xb) * (y - yb) - (yc - yb) * (x - xb)) * inv_area
         wb = ((x - xa) * (yc - ya) - (y - ya) * (xc - xa)) * inv_area
         wc = ((xb - xa) * (y - ya) - (yb - ya) * (x - xa)) * inv_area
-        wa = 1.0 - wb - wc
         if wa < 0.0 or wb < 0.0 or wc < 0.0:
           continue
         inv_z = wa * iza + wb * izb + wc * izc
