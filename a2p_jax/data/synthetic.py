@@ -6,7 +6,9 @@
 
 Hands come from `a2p_jax.data.hands.load_hand_models` (the procedural hand,
 which is NOT MANO, unless --mano_dir points at real MANO files). Each frame
-has natural poses (pose-PCA samples within joint limits, `poses.py`), two
+has natural poses (pose-PCA samples within joint limits, `poses.py`; the
+coefficients' spread is the procedural asset's `hands_coeffs_std`, used for
+real MANO too, where the joint limits keep the poses anatomical), two
 hands brought into contact along a random direction with a random relative
 rotation (then moved apart by a small gap, or pushed into each other for the
 penetrating frames), or a single hand; it is seen by every camera of its
