@@ -133,7 +133,7 @@ class Synthetic(_ReaderBuilder):
   """The synthetic two-hand set (InterHand2.6M layout) from a2p_jax.data.synthetic."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = ('Generate it: python -m a2p_jax.data.synthetic '
-                                  '--out DIR, then pass --manual_dir DIR.')
+                                  '--out DIR --num_frames N, then pass --manual_dir DIR.')
 
   def _has_split(self, root, split):
     return os.path.isdir(os.path.join(root, 'annotations', split))
