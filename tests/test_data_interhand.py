@@ -344,3 +344,35 @@ def test_invalid_json_and_missing_files(data):
     open_ds(root)
   with pytest.raises(ValueError, match='split'):
     InterHand26M(root, 'training')
+
+
+# ----------------------------------------------------------------------------
+# The synthetic set is read by the same code.
+
+def test_reads_the_synthetic_set(tmp_path, models):
+  from a2p_jax.data import synthetic
+  out = str(tmp_path / 'syn')
+  synthetic.generate(out, synthetic.Options(num_frames=6, seed=3, num_cameras=2,
+                                            image_size=(64, 48), single_hand_fraction=0.3),
+                     progress=False)
+  n = 0
+  for split in ('train', 'val', 'test'):
+    if not os.path.isdir(os.path.join(out, 'annotations', split)):
+      continue
+    ds = InterHand26M(out, split, progress=False, cache=False)
+    assert ds.summary['missing_images'] == 0
+    for i in range(len(ds)):
+      ex = ds[i]
+      for k, side in enumerate(('right', 'left')):
+        fit = ex['mano'][side]
+        if fit is None:
+          assert not ex['joint_valid'][21 * k:21 * k + 21].any()
+          continue
+        with jax.enable_x64(True):
+          joints = np.asarray(mano_jax.forward(models[k], fit['pose'], fit['shape'],
+                                               fit['trans'], joint_order='interhand').joints)
+        # The generator stores float32 joints: agreement to float32 precision.
+        np.testing.assert_allclose(joints * 1000, ex['joints_cam'][21 * k:21 * k + 21],
+                                   atol=1e-3)
+      n += 1
+  assert n == 12
