@@ -39,6 +39,7 @@ file and the key. Missing image files are skipped, counted and logged (with
 a summary in `ds.summary`), or raise with strict=True.
 """
 
+import array
 import hashlib
 import json
 import logging
@@ -139,72 +140,145 @@ class _Codes:
     return code
 
 
+def _where(section, i, rec):
+  tag = f'{section}[{i}]'
+  if isinstance(rec, dict) and 'id' in rec:
+    tag += f' (id {rec["id"]})'
+  return tag
+
+
+def _numbers(value, n, file, where):
+  """A flat list of n numbers from [a, b, ...] or [[a], [b], ...] (joint_valid)."""
+  if isinstance(value, list) and len(value) == n:
+    if n and type(value[0]) is list:
+      value = [x[0] if type(x) is list and len(x) == 1 else x for x in value]
+    try:
+      return array.array('d', value)
+    except TypeError:
+      pass
+  # The slow path only to say what is wrong.
+  _floats(value, (n,), file, where, finite=False)
+  raise AnnotationError(f'{file}: {where}: expected {n} numbers, got {str(value)[:80]}')
+
+
+class _DataColumns:
+  """data.json as columns: plain lists and arrays while streaming (numpy per
+  record would cost more than the JSON decoding)."""
+
+  IMAGE_KEYS = ('id', 'width', 'height', 'capture', 'seq_name', 'camera', 'frame_idx',
+                'file_name')
+  ANNOT_KEYS = ('id', 'image_id', 'bbox', 'joint_valid', 'hand_type', 'hand_type_valid')
+
+  def __init__(self, file):
+    self.file = file
+    self.captures, self.seqs, self.cams = _Codes(), _Codes(), _Codes()
+    self._raw_codes = {}
+    self.img = {k: array.array('q') for k in ('id', 'width', 'height', 'capture', 'seq',
+                                               'camera', 'frame')}
+    self.file_names = []
+    self.ann = {k: array.array('q') for k in ('id', 'image_id', 'hand_type',
+                                               'hand_type_valid')}
+    self.bbox, self.joint_valid = array.array('d'), array.array('d')
+
+  def _require(self, rec, keys, where):
+    if not isinstance(rec, dict):
+      raise AnnotationError(f'{self.file}: {where}: expected an object')
+    for k in keys:
+      if k not in rec:
+        raise AnnotationError(f'{self.file}: {where}: missing key {k!r}')
+
+  def add_image(self, rec):
+    i = len(self.file_names)
+    try:
+      iid, w, h, fr = rec['id'], rec['width'], rec['height'], rec['frame_idx']
+      cap, camid, seq, fn = rec['capture'], rec['camera'], rec['seq_name'], rec['file_name']
+    except (KeyError, TypeError):
+      self._require(rec, self.IMAGE_KEYS, f'images[{i}]')
+    where = _where('images', i, rec)
+    f = self.file
+    if type(iid) is not int:
+      iid = _int(iid, f, where + '.id')
+    if type(fr) is not int:
+      fr = _int(fr, f, where + '.frame_idx')
+    self.img['id'].append(iid)
+    self.img['width'].append(w if type(w) is int else _int(w, f, where + '.width'))
+    self.img['height'].append(h if type(h) is int else _int(h, f, where + '.height'))
+    self.img['frame'].append(fr)
+    # Few distinct ids: normalise each raw value once.
+    code = self._raw_codes.get((type(cap), cap, 'capture'))
+    if code is None:
+      code = self.captures(_id_key(cap, f, where + '.capture'))
+      self._raw_codes[(type(cap), cap, 'capture')] = code
+    self.img['capture'].append(code)
+    code = self._raw_codes.get((type(camid), camid, 'camera'))
+    if code is None:
+      code = self.cams(_id_key(camid, f, where + '.camera'))
+      self._raw_codes[(type(camid), camid, 'camera')] = code
+    self.img['camera'].append(code)
+    self.img['seq'].append(self.seqs(str(seq)))
+    if not isinstance(fn, str) or not fn:
+      raise AnnotationError(f'{f}: {where}.file_name: expected a path, got {fn!r}')
+    self.file_names.append(fn)
+
+  def add_annotation(self, rec):
+    i = len(self.ann['id'])
+    try:
+      aid, iid, bbox, jv = rec['id'], rec['image_id'], rec['bbox'], rec['joint_valid']
+      hand_type, htv = rec['hand_type'], rec['hand_type_valid']
+    except (KeyError, TypeError):
+      self._require(rec, self.ANNOT_KEYS, f'annotations[{i}]')
+    where = _where('annotations', i, rec)
+    f = self.file
+    self.ann['id'].append(aid if type(aid) is int else _int(aid, f, where + '.id'))
+    self.ann['image_id'].append(iid if type(iid) is int else _int(iid, f, where + '.image_id'))
+    self.bbox.extend(_numbers(bbox, 4, f, where + '.bbox'))
+    self.joint_valid.extend(_numbers(jv, NUM_JOINTS, f, where + '.joint_valid'))
+    if hand_type not in HAND_TYPES:
+      raise AnnotationError(f'{f}: {where}.hand_type: expected one of {HAND_TYPES}, '
+                            f'got {hand_type!r}')
+    self.ann['hand_type'].append(HAND_TYPES.index(hand_type))
+    self.ann['hand_type_valid'].append(
+        htv if type(htv) is int else _int(htv, f, where + '.hand_type_valid'))
+
+  def finish(self):
+    f = self.file
+    if not self.file_names:
+      raise AnnotationError(f"{f}: no 'images' (missing key or empty list)")
+    if not len(self.ann['id']):
+      raise AnnotationError(f"{f}: no 'annotations' (missing key or empty list)")
+    images = {k: np.frombuffer(v, np.int64).copy() for k, v in self.img.items()}
+    annots = {k: np.frombuffer(v, np.int64).copy() for k, v in self.ann.items()}
+    annots['bbox'] = np.frombuffer(self.bbox, np.float64).reshape(-1, 4).copy()
+    annots['joint_valid'] = np.frombuffer(self.joint_valid, np.float64).reshape(
+        -1, NUM_JOINTS).astype(np.float32)
+    for key in ('bbox', 'joint_valid'):
+      bad = np.nonzero(~np.isfinite(annots[key]).all(-1))[0]
+      if len(bad):
+        raise AnnotationError(f'{f}: annotations[{bad[0]}] (id {annots["id"][bad[0]]}).{key}: '
+                              'contains NaN or Inf')
+    blob = [s.encode('utf-8') for s in self.file_names]
+    images['name_offsets'] = np.cumsum([0] + [len(b) for b in blob]).astype(np.int64)
+    images['name_blob'] = np.frombuffer(b''.join(blob), np.uint8)
+    names = dict(captures=self.captures.names, seqs=self.seqs.names, cameras=self.cams.names)
+    return images, annots, names
+
+
 def _read_data_json(path, progress):
   """Streams data.json into column arrays (images and annotations)."""
   from tqdm import tqdm
-  name = os.path.basename(path)
-  captures, seqs, cams = _Codes(), _Codes(), _Codes()
-  img = {k: [] for k in ('id', 'width', 'height', 'capture', 'seq', 'camera', 'frame')}
-  file_names = []
-  ann = {k: [] for k in ('id', 'image_id', 'hand_type', 'hand_type_valid')}
-  bboxes, valids = [], []
-  counts = {'images': 0, 'annotations': 0}
+  cols = _DataColumns(os.path.basename(path))
   bar = tqdm(total=os.path.getsize(path), unit='B', unit_scale=True,
-             desc=f'index {name}', disable=not progress)
+             desc=f'index {cols.file}', disable=not progress)
   try:
     for key, rec in jsonstream.iter_members(path, expand=('images', 'annotations'),
                                             on_progress=bar.update):
       if key == 'images':
-        i = counts['images']
-        where = f'images[{i}]'
-        if isinstance(rec, dict) and 'id' in rec:
-          where += f' (id {rec["id"]})'
-        f = lambda k: _field(rec, k, name, where)
-        img['id'].append(_int(f('id'), name, where + '.id'))
-        img['width'].append(_int(f('width'), name, where + '.width'))
-        img['height'].append(_int(f('height'), name, where + '.height'))
-        img['capture'].append(captures(_id_key(f('capture'), name, where + '.capture')))
-        img['seq'].append(seqs(str(f('seq_name'))))
-        img['camera'].append(cams(_id_key(f('camera'), name, where + '.camera')))
-        img['frame'].append(_int(f('frame_idx'), name, where + '.frame_idx'))
-        fn = f('file_name')
-        if not isinstance(fn, str) or not fn:
-          raise AnnotationError(f'{name}: {where}.file_name: expected a path, got {fn!r}')
-        file_names.append(fn)
+        cols.add_image(rec)
       elif key == 'annotations':
-        i = counts['annotations']
-        where = f'annotations[{i}]'
-        if isinstance(rec, dict) and 'id' in rec:
-          where += f' (id {rec["id"]})'
-        f = lambda k: _field(rec, k, name, where)
-        ann['id'].append(_int(f('id'), name, where + '.id'))
-        ann['image_id'].append(_int(f('image_id'), name, where + '.image_id'))
-        bboxes.append(_floats(f('bbox'), (4,), name, where + '.bbox'))
-        valids.append(_floats(f('joint_valid'), (NUM_JOINTS,), name, where + '.joint_valid'))
-        hand_type = f('hand_type')
-        if hand_type not in HAND_TYPES:
-          raise AnnotationError(f'{name}: {where}.hand_type: expected one of {HAND_TYPES}, '
-                                f'got {hand_type!r}')
-        ann['hand_type'].append(HAND_TYPES.index(hand_type))
-        ann['hand_type_valid'].append(_int(f('hand_type_valid'), name,
-                                           where + '.hand_type_valid'))
-      else:
-        continue
-      counts[key] += 1
+        cols.add_annotation(rec)
   finally:
     bar.close()
-  for key in ('images', 'annotations'):
-    if counts[key] == 0:
-      raise AnnotationError(f'{name}: no {key!r} (missing key or empty list)')
-  images = {k: np.asarray(v, np.int64) for k, v in img.items()}
-  annots = {k: np.asarray(v, np.int64) for k, v in ann.items()}
-  annots['bbox'] = np.stack(bboxes)
-  annots['joint_valid'] = np.stack(valids).astype(np.float32)
-  blob = [s.encode('utf-8') for s in file_names]
-  images['name_offsets'] = np.cumsum([0] + [len(b) for b in blob]).astype(np.int64)
-  images['name_blob'] = np.frombuffer(b''.join(blob), np.uint8)
-  names = dict(captures=captures.names, seqs=seqs.names, cameras=cams.names)
-  return images, annots, names
+  return cols.finish()
 
 
 def _unique_rows(keys):
