@@ -129,6 +129,15 @@ def test_items_and_joints_vs_reference(hic_root, models):
   np.testing.assert_allclose(ex['bbox'], [*uv.min(0), *(uv.max(0) - uv.min(0))], atol=1e-9)
 
 
+def test_picklable_for_worker_processes(hic_root):
+  import pickle
+  root, _ = hic_root
+  ds = hic.HIC(root)
+  first = ds[0]
+  again = pickle.loads(pickle.dumps(ds))
+  np.testing.assert_array_equal(again[0]['joints_cam'], first['joints_cam'])
+
+
 def test_mesh_joints_match_mano_joints_order(models):
   """The regressed joints follow the same order as mano_jax's 'interhand' joints:
   on the rest mesh J_regressor gives the rest joints exactly."""

@@ -231,9 +231,16 @@ class HIC:
   def __len__(self) -> int:
     return len(self._items)
 
+  def __getstate__(self):
+    # Worker processes load the hand models themselves.
+    return dict(self.__dict__, _models=None)
+
   def _hand_models(self):
     if self._models is None:
       from a2p_jax.data.hands import load_hand_models
+      if self.mano_dir is None:
+        log.warning('HIC: no mano_dir, so joints are regressed with the procedural hand '
+                    '(NOT MANO); pass mano_dir for real HIC meshes')
       self._models = load_hand_models(self.mano_dir)
     return self._models
 

@@ -638,6 +638,12 @@ class InterHand26M:
   def _hand_models(self):
     if self._models is None:
       from a2p_jax.data.hands import load_hand_models
+      if self.mano_dir is None and not os.path.exists(
+          os.path.join(self.root, 'synthetic_config.json')):
+        # The wrist joint of the fit's shape comes from the model: the
+        # procedural hand's is not MANO's, so real fits would move wrongly.
+        log.warning('InterHand2.6M: no mano_dir, so camera-space MANO fits use the '
+                    'procedural hand (NOT MANO); pass mano_dir for real InterHand2.6M')
       self._models = load_hand_models(self.mano_dir)
     return self._models
 
