@@ -278,6 +278,18 @@ def test_default_cache_beside_the_annotations(data):
   assert len(InterHand26M(root, SPLIT, progress=False)) == len(ds)
 
 
+def test_unwritable_data_folder_falls_back_to_user_cache(data, tmp_path, monkeypatch):
+  root, truth = data
+  monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+  # A file where the index folder would go: the cache cannot be written there.
+  open(os.path.join(root, 'annotations', SPLIT, '.a2p_jax_index'), 'w').close()
+  ds = InterHand26M(root, SPLIT, progress=False)
+  assert len(ds) == len(truth['annotations'])
+  assert os.listdir(tmp_path / 'home' / '.cache' / 'a2p_jax')
+  assert not [d for d in os.listdir(os.path.join(root, 'annotations', SPLIT))
+              if d.startswith('.tmp_index_')]
+
+
 # ----------------------------------------------------------------------------
 # Errors: clear, naming the file and the key.
 

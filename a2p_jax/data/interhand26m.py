@@ -500,7 +500,11 @@ def _save(path, index, stamp):
     old = tempfile.mkdtemp(prefix='.old_index_', dir=parent)
     os.replace(path, os.path.join(old, 'index'))
     shutil.rmtree(old, ignore_errors=True)
-  os.replace(tmp, path)
+  try:
+    os.replace(tmp, path)
+  except OSError:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
 
 
 def load_index(root, split, *, cache=True, cache_dir=None, progress=True):
@@ -516,8 +520,8 @@ def load_index(root, split, *, cache=True, cache_dir=None, progress=True):
     try:
       _save(path, index, stamp)
     except OSError as e:
+      # Read-only data folder, or another process wrote it first (then use it).
       log.info('cannot write the index cache at %s (%s)', path, e)
-      continue
     cached = _load_cached(path, stamp)
     if cached is not None:
       return cached
