@@ -293,10 +293,6 @@ def test_unwritable_data_folder_falls_back_to_user_cache(data, tmp_path, monkeyp
 # ----------------------------------------------------------------------------
 # Errors: clear, naming the file and the key.
 
-def _drop(key):
-  return lambda rec: rec.pop(key)
-
-
 ERRORS = [
     ('data', lambda o: o['images'][1].pop('frame_idx'), 'data.json', "'frame_idx'"),
     ('data', lambda o: o['annotations'][2].pop('bbox'), 'data.json', "'bbox'"),
