@@ -21,6 +21,14 @@ from typing import Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
+if __name__ == '__main__':
+  # `python -m`: run the package module's main and stop before this copy
+  # defines the builders again (TFDS registers builders by name and finds
+  # their files through their module's package, which `__main__` lacks).
+  import sys
+  from a2p_jax.data.tfds_builders import main as _main
+  sys.exit(_main())
+
 _VERSION = tfds.core.Version('1.0.0')
 
 
@@ -190,9 +198,21 @@ class _Decoded:
     return from_record(self._source[i])
 
 
-def data_source(dataset: str, split: str, data_dir: str):
-  """Reader-style random-access source over a built split (no TensorFlow)."""
+def data_source(dataset: str, split: str, data_dir: str, *, per_process: bool = False,
+                process_index: Optional[int] = None, process_count: Optional[int] = None):
+  """Reader-style random-access source over a built split (no TensorFlow).
+
+  `per_process=True`: only this process's even share of the split (equal
+  sizes, remainder dropped), via `tfds.split_for_jax_process`; the index and
+  count default to `jax.process_index()`/`jax.process_count()`. Pass such a
+  source to `pipeline.make_dataset` with its default process_count=1.
+  """
+  if dataset not in BUILDERS:
+    raise ValueError(f'dataset must be one of {sorted(BUILDERS)}, got {dataset!r}')
   builder = BUILDERS[dataset](data_dir=data_dir, file_format='array_record')
+  if per_process:
+    split = tfds.split_for_jax_process(split, process_index=process_index,
+                                       process_count=process_count, drop_remainder=True)
   return _Decoded(builder.as_data_source(split=split))
 
 
@@ -209,7 +229,3 @@ def main(argv=None):
   for split, info in builder.info.splits.items():
     print(f'{args.dataset}/{split}: {info.num_examples} examples')
   print(f'written under {builder.data_dir}')
-
-
-if __name__ == '__main__':
-  main()
