@@ -1,0 +1,1 @@
+"""Training: mesh and shardings, checkpoints, metrics, the stage-1 loop."""

@@ -1,0 +1,118 @@
+"""Checkpoints: one orbax CheckpointManager for train state, data iterator
+and a small JSON record; resume from the newest checkpoint that restores.
+
+Layout: WORKDIR/checkpoints/<step>/{state,data,meta}. Saves are async and
+atomic (orbax writes a temporary directory and renames it when complete;
+leftovers of a killed save are removed at start). On restore, a newest
+checkpoint that fails to read is reported and the previous one is tried;
+if checkpoints exist and none restores, training stops with an error
+instead of silently starting from scratch.
+"""
+
+import logging
+import os
+from typing import Any, Optional
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+  pass
+
+
+def manager(workdir: str, *, max_to_keep: int = 3, async_save: bool = True
+            ) -> ocp.CheckpointManager:
+  directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
+      enable_async_checkpointing=async_save)
+  return ocp.CheckpointManager(
+      directory, options=options,
+      item_handlers={'state': ocp.StandardCheckpointHandler(),
+                     'data': grain.checkpoint.CheckpointHandler(),
+                     'meta': ocp.JsonCheckpointHandler()})
+
+
+def _key_name(k) -> str:
+  for attr in ('key', 'idx', 'name'):
+    if hasattr(k, attr):
+      return str(getattr(k, attr))
+  return str(k)
+
+
+def _is_prng_key(x) -> bool:
+  return hasattr(x, 'dtype') and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def flatten(tree) -> dict:
+  """Pytree -> {'a.b.0': array}: plain names orbax stores on any backend;
+  typed PRNG keys stored as their raw key data."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  out = {}
+  for path, x in leaves:
+    out['.'.join(_key_name(k) for k in path)] = jax.random.key_data(x) if _is_prng_key(x) else x
+  if len(out) != len(leaves):
+    raise ValueError('checkpoint leaf names collide after flattening')
+  return out
+
+
+def unflatten(flat: dict, like):
+  """Inverse of `flatten`, shaped like `like` (keys rewrapped)."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+  vals = []
+  for path, x in leaves:
+    v = flat['.'.join(_key_name(k) for k in path)]
+    vals.append(jax.random.wrap_key_data(v, impl=jax.random.key_impl(x)) if _is_prng_key(x)
+                else v)
+  return jax.tree_util.tree_unflatten(treedef, vals)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_iter=None,
+         meta: Optional[dict] = None, *, force: bool = False) -> bool:
+  items = {'state': ocp.args.StandardSave(flatten(state)),
+           'meta': ocp.args.JsonSave(dict(meta or {}, step=int(step)))}
+  if data_iter is not None:
+    items['data'] = grain.checkpoint.CheckpointSave(data_iter)
+  return mngr.save(step, args=ocp.args.Composite(**items), force=force)
+
+
+def _abstract(tree):
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None)),
+      tree)
+
+
+def restore_latest(mngr: ocp.CheckpointManager, state_like: Any, data_iter=None):
+  """(step, state, meta) from the newest checkpoint that restores, or
+  (None, None, None) when there is none. `state_like`: a tree of arrays
+  (their shapes, dtypes and shardings are the restore targets). The data
+  iterator, when given, is restored in place."""
+  steps = sorted(mngr.all_steps(), reverse=True)
+  if not steps:
+    return None, None, None
+  failures = []
+  for step in steps:
+    items = {'state': ocp.args.StandardRestore(_abstract(flatten(state_like))),
+             'meta': ocp.args.JsonRestore()}
+    if data_iter is not None:
+      items['data'] = grain.checkpoint.CheckpointRestore(data_iter)
+    try:
+      got = mngr.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # noqa: BLE001 - any read failure means: try the previous one
+      msg = f'checkpoint {os.path.join(str(mngr.directory), str(step))} is unreadable ' \
+            f'({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ""})'
+      failures.append(msg)
+      log.warning('%s; trying the previous one', msg)
+      print(f'WARNING: {msg}; trying the previous one', flush=True)
+      continue
+    if failures:
+      print(f'resumed from step {step} after skipping {len(failures)} unreadable '
+            f'checkpoint(s)', flush=True)
+    return step, unflatten(got['state'], state_like), got['meta']
+  raise CheckpointError('no checkpoint in ' + str(mngr.directory) + ' could be restored '
+                        '(refusing to start from scratch over them):\n  ' +
+                        '\n  '.join(failures))

@@ -1,0 +1,92 @@
+"""Training input from a config: data set source, optional prior store,
+grain pipeline for this process's share of each global batch."""
+
+import json
+import os
+from typing import Optional
+
+import jax
+
+from a2p_jax.data import pipeline
+
+
+def _sync(name: str):
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+def synthetic_root(config, workdir: str) -> str:
+  """The synthetic set of config.data (generated once, by process 0, into
+  WORKDIR/data/synthetic unless config.data.root names a folder)."""
+  d = config.data
+  if d.root:
+    return d.root
+  root = os.path.join(workdir, 'data', 'synthetic')
+  marker = os.path.join(root, 'synthetic_config.json')
+  want = {'num_frames': int(d.synthetic_frames), 'seed': int(d.synthetic_seed),
+          'image_size': list(d.synthetic_image_size)}
+  if jax.process_index() == 0:
+    have = None
+    if os.path.exists(marker):
+      with open(marker) as f:
+        have = json.load(f)
+      have = {k: have.get(k) for k in want}
+    if have != want:
+      if have is not None:
+        raise ValueError(f'{root} holds a synthetic set made with {have}, but the config '
+                         f'asks for {want}: delete it or set config.data.root')
+      from a2p_jax.data import synthetic
+      print(f'generating the synthetic set ({d.synthetic_frames} frames) in {root}', flush=True)
+      synthetic.generate(root, synthetic.Options(
+          num_frames=int(d.synthetic_frames), seed=int(d.synthetic_seed),
+          image_size=tuple(d.synthetic_image_size), mano_dir=d.mano_dir or None))
+  _sync('synthetic_root')
+  return root
+
+
+def data_root(config, workdir: str) -> str:
+  d = config.data
+  if d.dataset == 'synthetic':
+    return synthetic_root(config, workdir)
+  if not d.root:
+    raise ValueError(f'config.data.root must point at the {d.dataset} folder')
+  if not os.path.isdir(d.root):
+    raise FileNotFoundError(f'config.data.root={d.root!r} is not a directory')
+  return d.root
+
+
+def source(config, workdir: str, split: str):
+  """Random-access examples of `split` (reader over the official layout, or
+  a built TFDS array_record set when config.data.tfds_dir is set)."""
+  d = config.data
+  root = data_root(config, workdir)
+  if d.tfds_dir:
+    from a2p_jax.data import tfds_builders
+    return tfds_builders.data_source(d.dataset, split, d.tfds_dir)
+  if d.dataset in ('synthetic', 'interhand26m'):
+    from a2p_jax.data.interhand26m import InterHand26M
+    return InterHand26M(root, split, mano_dir=d.mano_dir or None,
+                        subset=d.subset or None, progress=jax.process_index() == 0)
+  if d.dataset == 'hic':
+    from a2p_jax.data.hic import HIC
+    return HIC(root)
+  raise ValueError(f'config.data.dataset must be synthetic, interhand26m or hic; '
+                   f'got {d.dataset!r}')
+
+
+def augment_config(config) -> pipeline.AugmentConfig:
+  a = config.data
+  hw = tuple(config.model.input_hw)
+  return pipeline.AugmentConfig(input_hw=hw, prior_hw=(hw[0] // 32, hw[1] // 32),
+                                scale=a.aug_scale, rotation_deg=a.aug_rotation_deg,
+                                flip_prob=a.aug_flip_prob, color=a.aug_color)
+
+
+def train_dataset(config, src, models, *, local_batch: int, priors=None,
+                  num_epochs: Optional[int] = None):
+  return pipeline.make_dataset(
+      src, cfg=augment_config(config), models=models, batch_size=local_batch,
+      seed=config.seed, training=True, num_epochs=num_epochs,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_workers=config.data.num_workers, **({'priors': priors} if priors is not None else {}))

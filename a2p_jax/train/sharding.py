@@ -1,0 +1,69 @@
+"""Device mesh, parameter/batch shardings and global batches.
+
+One mesh over all devices of all processes with two axes: 'data' (batch
+split) and 'fsdp' (parameters split along their largest divisible axis,
+batch split over it too). config.mesh.fsdp = 1 is plain data parallelism
+with replicated parameters; the same code runs on 1 CPU, 8 fake CPU
+devices, a GPU node or a TPU pod slice.
+"""
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+BATCH_AXES = ('data', 'fsdp')
+
+
+def make_mesh(fsdp: int = 1) -> Mesh:
+  """Mesh ('data', 'fsdp') over jax.devices(); fsdp must divide the count."""
+  devices = jax.devices()
+  n = len(devices)
+  if fsdp < 1 or n % fsdp:
+    raise ValueError(f'config.mesh.fsdp={fsdp} must divide the device count {n}')
+  return Mesh(np.asarray(devices).reshape(n // fsdp, fsdp), BATCH_AXES)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over every device."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def _param_spec(shape, fsdp: int, min_size: int) -> P:
+  if fsdp == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+    return P()
+  # Largest axis divisible by the fsdp size; ties go to the last axis.
+  best = None
+  for ax in range(len(shape)):
+    if shape[ax] % fsdp == 0 and (best is None or shape[ax] >= shape[best]):
+      best = ax
+  if best is None:
+    return P()
+  spec = [None] * len(shape)
+  spec[best] = 'fsdp'
+  return P(*spec)
+
+
+def state_shardings(mesh: Mesh, state: Any, *, min_fsdp_size: int = 2 ** 14) -> Any:
+  """NamedShardings for a pytree of arrays: replicated, or FSDP-split for
+  leaves of at least `min_fsdp_size` elements when the mesh has fsdp > 1."""
+  fsdp = mesh.shape['fsdp']
+  return jax.tree.map(
+      lambda x: NamedSharding(mesh, _param_spec(np.shape(x), fsdp, min_fsdp_size)), state)
+
+
+def global_batch(local: dict, sharding: NamedSharding) -> dict:
+  """This process's batch (numpy, leading axis = local batch) -> global
+  jax.Arrays split over every device of every process."""
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)
+
+
+def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
+  """Per-process batch size; the global batch must split evenly."""
+  n_dev, n_proc = mesh.size, jax.process_count()
+  if global_batch_size % n_dev:
+    raise ValueError(f'config.batch_size={global_batch_size} must be a multiple of the '
+                     f'device count {n_dev}')
+  return global_batch_size // n_proc

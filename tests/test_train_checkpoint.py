@@ -1,0 +1,82 @@
+"""Checkpoints: exact round trip (PRNG keys, shardings, data iterator),
+fallback past a corrupt newest checkpoint, no silent fresh start."""
+
+import glob
+import os
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from a2p_jax.train import checkpoint as ckpt
+
+
+def _state(seed):
+  k = jax.random.key(seed)
+  return {'params': {'w': jax.random.normal(k, (4, 3)), 'layers': [jnp.arange(3.0) + seed]},
+          'rng': jax.random.fold_in(k, 1), 'count': jnp.asarray(seed, jnp.int32)}
+
+
+def _iter(seed=0):
+  return iter(grain.MapDataset.range(100).shuffle(seed=seed).to_iter_dataset().batch(4))
+
+
+def _equal(a, b):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb)
+  for x, y in zip(la, lb):
+    if ckpt._is_prng_key(x):
+      x, y = jax.random.key_data(x), jax.random.key_data(y)
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_round_trip_with_keys_and_iterator(tmp_path):
+  mngr = ckpt.manager(str(tmp_path), async_save=True)
+  it = _iter()
+  for _ in range(3):
+    next(it)
+  ckpt.save(mngr, 3, _state(3), it, {'note': 'x'})
+  want_next = next(it)
+  mngr.wait_until_finished()
+  fresh = _iter()
+  step, got, meta = ckpt.restore_latest(ckpt.manager(str(tmp_path)), _state(0), fresh)
+  assert step == 3 and meta['note'] == 'x' and meta['step'] == 3
+  _equal(got, _state(3))
+  np.testing.assert_array_equal(next(fresh), want_next)
+
+
+def test_no_checkpoint_is_none(tmp_path):
+  assert ckpt.restore_latest(ckpt.manager(str(tmp_path)), _state(0)) == (None, None, None)
+
+
+def _corrupt(step_dir):
+  files = [f for f in glob.glob(os.path.join(step_dir, 'state', '**', '*'), recursive=True)
+           if os.path.isfile(f)]
+  assert files
+  for f in files:
+    with open(f, 'r+b') as fh:
+      fh.truncate(max(os.path.getsize(f) // 3, 1))
+
+
+def test_corrupt_newest_falls_back_and_says_so(tmp_path, capsys):
+  mngr = ckpt.manager(str(tmp_path), async_save=False)
+  ckpt.save(mngr, 1, _state(1))
+  ckpt.save(mngr, 2, _state(2))
+  mngr.close()
+  _corrupt(os.path.join(tmp_path, 'checkpoints', '2'))
+  step, got, _ = ckpt.restore_latest(ckpt.manager(str(tmp_path)), _state(0))
+  assert step == 1
+  _equal(got, _state(1))
+  out = capsys.readouterr().out
+  assert 'checkpoints/2' in out and 'unreadable' in out
+
+
+def test_all_corrupt_is_an_error_not_a_fresh_start(tmp_path):
+  mngr = ckpt.manager(str(tmp_path), async_save=False)
+  ckpt.save(mngr, 1, _state(1))
+  mngr.close()
+  _corrupt(os.path.join(tmp_path, 'checkpoints', '1'))
+  with pytest.raises(ckpt.CheckpointError, match='could be restored'):
+    ckpt.restore_latest(ckpt.manager(str(tmp_path)), _state(0))

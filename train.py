@@ -1,0 +1,34 @@
+"""Trains A2P.
+
+    python train.py --config configs/synthetic_tiny.py --workdir /tmp/a2p_tiny
+    python train.py --config configs/a2p_interhand26m.py --workdir DIR \
+        --config.data.root=/data/InterHand2.6M --config.batch_size=96
+
+Resumes from the newest complete checkpoint in --workdir. Multi-host (TPU pod
+slices, multi-node GPU): run the same command on every host; with
+--distributed (default: on when the cluster environment says so) it calls
+jax.distributed.initialize() first.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file('config', None, 'config file', lock_config=True)
+flags.DEFINE_string('workdir', None, 'checkpoints, TensorBoard events, generated data')
+flags.DEFINE_bool('distributed', False, 'call jax.distributed.initialize() (multi-host)')
+flags.mark_flags_as_required(['config', 'workdir'])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  import jax
+  if FLAGS.distributed:
+    jax.distributed.initialize()
+  from a2p_jax.train.stage1 import train_and_evaluate
+  train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)
