@@ -1,0 +1,1 @@
+"""Evaluation: metrics under the InterWild and IntagHand protocols."""

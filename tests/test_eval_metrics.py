@@ -1,0 +1,102 @@
+"""Metrics against hand-computed values (both protocols, masks, subsets)."""
+
+import numpy as np
+import pytest
+
+from a2p_jax.eval import metrics
+
+
+def _hand(offset, scale=1.0):
+  """21 joints (m): wrist at `offset`, others on known positions."""
+  j = np.zeros((21, 3))
+  j[:20, 0] = np.arange(1, 21) * 0.01 * scale
+  j[metrics.MIDDLE_MCP] = [0.0, 0.05 * scale, 0.0]   # middle MCP 5 cm above the wrist
+  return j + offset
+
+
+def _pair(right_off, left_off, scale=1.0):
+  return np.concatenate([_hand(right_off, scale), _hand(left_off, scale)])
+
+
+def test_interwild_is_translation_invariant_per_hand_and_exact():
+  gt = _pair([0, 0, 0.5], [0.1, 0, 0.5])[None]
+  pred = _pair([0.3, 0.2, 0.9], [-0.2, 0.1, 0.4])[None]   # each hand moved rigidly
+  res = metrics.per_sample(pred, gt, np.ones((1, 42)), np.array(['interacting']))
+  np.testing.assert_allclose(res['interwild/joint_err'], 0, atol=1e-9)
+  # MRRPE: GT relative root (0.1, 0, 0); predicted (-0.5, -0.1, -0.5).
+  want = np.linalg.norm(np.array([-0.5, -0.1, -0.5]) - [0.1, 0, 0]) * 1000
+  np.testing.assert_allclose(res['mrrpe'], [want])
+
+
+def test_interwild_counts_a_joint_only_with_its_wrist_and_averages_per_joint():
+  gt = np.stack([_pair([0, 0, 0.5], [0.1, 0, 0.5])] * 3)
+  pred = gt.copy()
+  pred[0, 0] += [0.002, 0, 0]        # frame 0 (SH right): joint 0 off by 2 mm
+  pred[1, 0] += [0.004, 0, 0]        # frame 1 (SH right): joint 0 off by 4 mm
+  pred[2, 21] += [0, 0.006, 0]       # frame 2 (IH): left joint 0 off by 6 mm
+  pred[2, 1] += [0, 0, 0.010]        # but frame 2's right hand has an invalid wrist
+  valid = np.ones((3, 42))
+  valid[2, metrics.WRIST] = 0
+  ht = np.array(['right', 'right', 'interacting'])
+  res = metrics.per_sample(pred, gt, valid, ht)
+  assert np.isnan(res['interwild/joint_err'][2, :21]).all()
+  s = metrics.summarize(res)
+  # SH: joint 0 mean (2+4)/2 = 3 mm, other joints 0, over the 42 joints
+  # (the left hand's joints in right-hand frames are valid and exact here).
+  np.testing.assert_allclose(s['interwild/mpjpe_sh'], 3.0 / 42)
+  # IH: only the left hand counts (21 joints); joint 21 is 6 mm off.
+  np.testing.assert_allclose(s['interwild/mpjpe_ih'], 6.0 / 21)
+  # all: mean of the 42 SH and the 21 finite IH per-joint means.
+  np.testing.assert_allclose(s['interwild/mpjpe_all'], (3.0 + 6.0) / 63)
+  assert np.isnan(res['mrrpe'][2]) and s['count_mrrpe'] == 2
+  # Re-scoring a subset: frame 1 only.
+  s1 = metrics.summarize(res, np.array([False, True, False]))
+  np.testing.assert_allclose(s1['interwild/mpjpe_sh'], 4.0 / 42)
+  assert s1['count'] == 1 and np.isnan(s1['interwild/mpjpe_ih'])
+
+
+def test_intaghand_aligns_at_middle_mcp_and_rescales():
+  gt = _pair([0, 0, 0.5], [0.1, 0, 0.5])[None]
+  # A prediction twice as large and shifted: scale-and-translation aligned -> 0.
+  pred = _pair([0.2, 0, 0.6], [0.4, 0.1, 0.7], scale=2.0)[None]
+  res = metrics.per_sample(pred, gt, np.ones((1, 42)), np.array(['interacting']))
+  np.testing.assert_allclose(res['intaghand/joint_err'], 0, atol=1e-9)
+  # InterWild does not rescale: its error is the size difference.
+  assert np.nanmax(res['interwild/joint_err']) > 100
+  # One right-hand joint 3 mm off after alignment -> right mean 3/21 mm,
+  # left 0, all = mean of the two hands.
+  pred2 = gt.copy()
+  pred2[0, 0] += [0.003, 0, 0]
+  s = metrics.summarize(metrics.per_sample(pred2, gt, np.ones((1, 42)),
+                                           np.array(['interacting'])))
+  np.testing.assert_allclose(s['intaghand/mpjpe_all_right'], 3.0 / 21)
+  np.testing.assert_allclose(s['intaghand/mpjpe_all_left'], 0, atol=1e-9)
+  np.testing.assert_allclose(s['intaghand/mpjpe_all'], 3.0 / 42)
+
+
+def test_mpvpe_both_protocols_and_single_hand_frames():
+  rng = np.random.default_rng(0)
+  gt_j = np.stack([_pair([0, 0, 0.5], [0.1, 0, 0.5])] * 2)
+  gv = rng.normal(0, 0.03, (2, 2, 50, 3)) + gt_j[:, [20, 41]][:, :, None]
+  pv = gv.copy()
+  pv[:, 0] += [0, 0, 0.004]          # right meshes 4 mm deeper, joints exact
+  ht = np.array(['left', 'interacting'])
+  res = metrics.per_sample(gt_j, gt_j, np.ones((2, 42)), ht, pred_verts=pv, gt_verts=gv)
+  # InterWild aligns meshes at the joints' wrist (default): right meshes 4 mm off.
+  assert np.isnan(res['interwild/vert_err'][0, 0])           # left-only frame
+  np.testing.assert_allclose(res['interwild/vert_err'][0, 1], 0, atol=1e-9)
+  np.testing.assert_allclose(res['interwild/vert_err'][1], [4.0, 0.0], atol=1e-9)
+  s = metrics.summarize(res)
+  np.testing.assert_allclose(s['interwild/mpvpe_sh'], 0, atol=1e-9)
+  np.testing.assert_allclose(s['interwild/mpvpe_ih'], 2.0)
+  np.testing.assert_allclose(s['interwild/mpvpe_all'], 4.0 / 3)
+  np.testing.assert_allclose(s['intaghand/mpvpe_ih'], 2.0)   # mean of right 4, left 0
+
+
+def test_bad_shapes_and_hand_types_are_named():
+  with pytest.raises(ValueError, match='pred_joints'):
+    metrics.per_sample(np.zeros((1, 21, 3)), np.zeros((1, 42, 3)), np.ones((1, 42)),
+                       np.array(['right']))
+  with pytest.raises(ValueError, match='hand_type'):
+    metrics.per_sample(np.zeros((1, 42, 3)), np.zeros((1, 42, 3)), np.ones((1, 42)),
+                       np.array(['both']))
