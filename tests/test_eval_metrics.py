@@ -100,3 +100,25 @@ def test_bad_shapes_and_hand_types_are_named():
   with pytest.raises(ValueError, match='hand_type'):
     metrics.per_sample(np.zeros((1, 42, 3)), np.zeros((1, 42, 3)), np.ones((1, 42)),
                        np.array(['both']))
+
+
+def test_penetration_summary_on_interacting_frames():
+  import mano_jax
+  from a2p_jax.data.hands import load_hand_models
+  right, left = load_hand_models()
+  vr = np.asarray(mano_jax.forward(right, np.zeros(48)).vertices)
+  vl = np.asarray(mano_jax.forward(left, np.zeros(48)).vertices)
+  apart = np.stack([vr, vl + [0.3, 0, 0]])
+  inside = np.stack([vr, vr + [0.004, 0, 0]])  # a copy moved 4 mm: deep overlap
+  verts = np.stack([apart, inside, inside])
+  pen = metrics.penetration_per_sample(verts, np.asarray(right.faces), np.asarray(right.faces))
+  assert pen['penvol_cm3'][0] == 0 and pen['pendist_cm'][0] == 0
+  assert pen['penvol_cm3'][1] > 1 and pen['close'][1]
+  gt = np.zeros((3, 42, 3))
+  res = metrics.per_sample(gt, gt, np.ones((3, 42)),
+                           np.array(['interacting', 'interacting', 'right']))
+  res.update(pen)
+  s = metrics.summarize(res)
+  # Only the two interacting frames count: mean of 0 and frame 1's volume.
+  np.testing.assert_allclose(s['penvol_cm3'], pen['penvol_cm3'][1] / 2)
+  np.testing.assert_allclose(s['prox_ratio'], 0.5)

@@ -23,6 +23,9 @@ Protocols:
   frames' means per hand, and "all" = mean of the left and right values.
 - MRRPE: |(pred left wrist - pred right wrist) - (GT left - GT right)| in
   mm, on frames where both GT wrists are valid.
+- PenVol (cm^3), PenDist (cm), ProxRatio (share of pairs closer than 1 cm,
+  penetrating ones included) of the predicted meshes, on interacting
+  frames: add `penetration_per_sample(...)`'s arrays to the per-sample dict.
 """
 
 from typing import Dict, Optional
@@ -113,6 +116,26 @@ def per_sample(pred_joints, gt_joints, joint_valid, hand_type, *, pred_verts=Non
   return out
 
 
+def penetration_per_sample(pred_verts, faces_right, faces_left, *, chunk: int = 32,
+                           prox_threshold: float = 0.01) -> Dict[str, np.ndarray]:
+  """PenVol (cm^3), PenDist (cm) and the inter-hand gap (cm) of each
+  predicted pair (N, 2, V, 3) m, from a2p_jax.geometry (meshes sealed);
+  `close` = gap under prox_threshold (ProxRatio's test)."""
+  from a2p_jax import geometry
+  pv = np.asarray(pred_verts, np.float32)
+  vol, depth, gap = [], [], []
+  for i in range(0, len(pv), chunk):
+    a, b = pv[i:i + chunk, 0], pv[i:i + chunk, 1]
+    vol.append(np.asarray(geometry.penetration_volume(a, faces_right, b, faces_left)))
+    depth.append(np.asarray(geometry.penetration_depth(a, faces_right, b, faces_left)))
+    gap.append(np.asarray(geometry.hand_gap(a, faces_right, b, faces_left)))
+  cat = (lambda xs: np.concatenate(xs).astype(np.float64)) if len(pv) else \
+      (lambda xs: np.zeros(0))
+  gap_m = cat(gap)
+  return {'penvol_cm3': cat(vol) * 1e6, 'pendist_cm': cat(depth) * 100,
+          'gap_cm': gap_m * 100, 'close': gap_m < prox_threshold}
+
+
 def _nanmean(x) -> float:
   x = np.asarray(x, np.float64)
   x = x[np.isfinite(x)]
@@ -165,6 +188,10 @@ def summarize(res: Dict[str, np.ndarray], mask: Optional[np.ndarray] = None) -> 
       ve = res['intaghand/vert_err'][sel]
       r, l = _nanmean(ve[:, 0]), _nanmean(ve[:, 1])
       out[f'intaghand/mpvpe_{name}'] = _nanmean([r, l])
+  if 'penvol_cm3' in res:  # penetration on interacting frames
+    out['penvol_cm3'] = _nanmean(res['penvol_cm3'][ih])
+    out['pendist_cm'] = _nanmean(res['pendist_cm'][ih])
+    out['prox_ratio'] = _nanmean(res['close'][ih].astype(np.float64))
   out['mrrpe'] = _nanmean(res['mrrpe'][mask])
   out['count_mrrpe'] = int(np.isfinite(res['mrrpe'][mask]).sum())
   return out
