@@ -1,0 +1,104 @@
+"""Scoring predictions files against a synthetic split: the ground truth
+scores zero, shifts score what they should, bad files name the entry."""
+
+import json
+
+import numpy as np
+import pytest
+
+from a2p_jax.data import synthetic
+from a2p_jax.data.hands import load_hand_models
+from a2p_jax.data.interhand26m import InterHand26M
+from a2p_jax.eval import evaluate, metrics
+from a2p_jax.eval.predictions import Predictions, PredictionsError
+
+
+@pytest.fixture(scope='module')
+def split(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('evalsyn'))
+  synthetic.generate(root, synthetic.Options(num_frames=6, seed=2, num_cameras=2,
+                                             image_size=(64, 48), single_hand_fraction=0.3),
+                     progress=False)
+  ds = InterHand26M(root, 'train', progress=False, cache=False)
+  return [ds[i] for i in range(len(ds))], load_hand_models()
+
+
+def _gt_file(path, examples, units='m', shift=None):
+  preds = {}
+  for e in examples:
+    entry = {}
+    for side in ('right', 'left'):
+      fit = e['mano'][side]
+      if fit is None:
+        entry[side] = None
+        continue
+      trans = np.asarray(fit['trans']) + (shift if shift is not None and side == 'left' else 0)
+      scale = 1000.0 if units == 'mm' else 1.0
+      entry[side] = {'pose': list(map(float, fit['pose'])), 'shape': list(map(float, fit['shape'])),
+                     'trans': list(map(float, trans * scale))}
+    preds[str(e['annot_id'])] = entry
+  with open(path, 'w') as f:
+    json.dump({'units': units, 'predictions': preds}, f)
+  return str(path)
+
+
+def _score(path, examples, models):
+  p = Predictions(path)
+  gt = evaluate.ground_truth(examples, models)
+  p.check_covers(gt['annot_id'], gt['mano_valid'])
+  res = evaluate.score(examples, lambda exs: p.hands([e['annot_id'] for e in exs], models),
+                       models, chunk=5, progress=False)
+  return res, metrics.summarize(res)
+
+
+def test_ground_truth_scores_zero_in_both_protocols_and_units(split, tmp_path):
+  examples, models = split
+  for units in ('m', 'mm'):
+    _, s = _score(_gt_file(tmp_path / f'gt_{units}.json', examples, units), examples, models)
+    for k in ('interwild/mpjpe_all', 'interwild/mpvpe_all', 'intaghand/mpjpe_all', 'mrrpe'):
+      assert s[k] < 1e-3, (units, k, s[k])   # mm; float32 MANO vs float64 GT
+
+
+def test_a_left_hand_shift_moves_only_mrrpe_and_penetration(split, tmp_path):
+  examples, models = split
+  res, s = _score(_gt_file(tmp_path / 'shift.json', examples, shift=np.array([0.0, 0.0, 0.01])),
+                  examples, models)
+  assert s['interwild/mpjpe_all'] < 1e-3 and s['intaghand/mpjpe_all'] < 1e-3
+  np.testing.assert_allclose(s['mrrpe'], 10.0, atol=1e-3)
+  assert s['count_ih'] > 0 and np.isfinite(s['penvol_cm3'])
+
+
+def test_bad_files_name_the_entry(split, tmp_path):
+  examples, models = split
+  gt = evaluate.ground_truth(examples, models)
+  path = _gt_file(tmp_path / 'missing.json', examples[1:])
+  with pytest.raises(PredictionsError, match=f'annotation id {examples[0]["annot_id"]}'):
+    Predictions(path).check_covers(gt['annot_id'], gt['mano_valid'])
+  doc = json.load(open(_gt_file(tmp_path / 'x.json', examples)))
+  key = next(iter(doc['predictions']))
+  doc['predictions'][key]['right'] = {'pose': [0.0] * 47, 'shape': [0.0] * 10, 'trans': [0] * 3}
+  json.dump(doc, open(tmp_path / 'bad.json', 'w'))
+  with pytest.raises(PredictionsError, match=rf"predictions\['{key}'\]\['right'\].pose"):
+    Predictions(str(tmp_path / 'bad.json'))
+  doc['units'] = 'cm'
+  json.dump(doc, open(tmp_path / 'units.json', 'w'))
+  with pytest.raises(PredictionsError, match='units'):
+    Predictions(str(tmp_path / 'units.json'))
+  two = [e for e in examples if e['mano']['right'] is not None][0]
+  doc = json.load(open(_gt_file(tmp_path / 'y.json', examples)))
+  doc['predictions'][str(two['annot_id'])]['right'] = None
+  json.dump(doc, open(tmp_path / 'null.json', 'w'))
+  with pytest.raises(PredictionsError, match='null but the ground truth has that hand'):
+    Predictions(str(tmp_path / 'null.json')).check_covers(gt['annot_id'], gt['mano_valid'])
+
+
+def test_npz_joints_only(split, tmp_path):
+  examples, models = split
+  gt = evaluate.ground_truth(examples, models)
+  np.savez(tmp_path / 'p.npz', annot_id=gt['annot_id'], joints=gt['joints'] * 1000,
+           units='mm')
+  p = Predictions(str(tmp_path / 'p.npz'))
+  res = evaluate.score(examples, lambda exs: p.hands([e['annot_id'] for e in exs], models),
+                       models, progress=False)
+  s = metrics.summarize(res)
+  assert s['interwild/mpjpe_all'] < 1e-9 and 'interwild/mpvpe_all' not in s
