@@ -102,3 +102,22 @@ def test_npz_joints_only(split, tmp_path):
                        models, progress=False)
   s = metrics.summarize(res)
   assert s['interwild/mpjpe_all'] < 1e-9 and 'interwild/mpvpe_all' not in s
+
+
+def test_report_files(split, tmp_path):
+  from a2p_jax.eval import report
+  examples, models = split
+  p = Predictions(_gt_file(tmp_path / 'shift.json', examples, shift=np.array([0.0, 0.004, 0.0])))
+  predict = lambda exs: p.hands([e['annot_id'] for e in exs], models)  # noqa: E731
+  res = evaluate.score(examples, predict, models, progress=False)
+  s = report.write(str(tmp_path / 'out'), res, {'dataset': 'synthetic', 'split': 'train'},
+                   examples=examples, predict=predict)
+  doc = json.load(open(tmp_path / 'out' / 'report.json'))
+  assert doc['dataset'] == 'synthetic' and doc['summary']['count'] == len(examples)
+  np.testing.assert_allclose(doc['summary']['mrrpe'], s['mrrpe'])
+  md = open(tmp_path / 'out' / 'report.md').read()
+  assert '| interwild |' in md and '| intaghand |' in md and 'PenVol' in md
+  for name in ('joint_error', 'best', 'median', 'worst'):
+    assert (tmp_path / 'out' / 'figures' / f'{name}.png').exists()
+  back = np.load(tmp_path / 'out' / 'per_sample.npz')
+  np.testing.assert_array_equal(back['annot_id'], res['annot_id'])

@@ -1,0 +1,119 @@
+"""report.json, report.md (tables like the paper's Table 1), per-sample
+results and figures (per-joint error, best/median/worst overlays)."""
+
+import json
+import os
+from typing import Callable, Dict, Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from a2p_jax.eval import metrics
+
+JOINT_NAMES = [f'{f}{i}' for f in ('thumb', 'index', 'middle', 'ring', 'pinky')
+               for i in (4, 3, 2, 1)] + ['wrist']
+
+
+def _fmt(x, digits=2):
+  return '-' if x is None or not np.isfinite(x) else f'{x:.{digits}f}'
+
+
+def markdown(summary: Dict[str, float], meta: dict) -> str:
+  s = summary
+  lines = [f"# Evaluation: {meta.get('dataset', '?')} / {meta.get('split', '?')}", '',
+           f"Samples: {s['count']} ({s['count_sh']} single-hand, {s['count_ih']} "
+           f"interacting); MRRPE over {s['count_mrrpe']} frames with both wrists valid. "
+           'Errors in mm, PenVol in cm^3, PenDist in cm.', '']
+  if meta.get('checkpoint'):
+    lines += [f"Checkpoint: `{meta['checkpoint']}`", '']
+  if meta.get('predictions'):
+    lines += [f"Predictions: `{meta['predictions']}`", '']
+  lines += ['| protocol | MRRPE | MPJPE | MPVPE | IH-MPJPE | SH-MPJPE | IH-MPVPE | SH-MPVPE |',
+            '|---|---:|---:|---:|---:|---:|---:|---:|']
+  for p in metrics.PROTOCOLS:
+    lines.append(f"| {p} | {_fmt(s['mrrpe'])} | {_fmt(s.get(p + '/mpjpe_all'))} | "
+                 f"{_fmt(s.get(p + '/mpvpe_all'))} | {_fmt(s.get(p + '/mpjpe_ih'))} | "
+                 f"{_fmt(s.get(p + '/mpjpe_sh'))} | {_fmt(s.get(p + '/mpvpe_ih'))} | "
+                 f"{_fmt(s.get(p + '/mpvpe_sh'))} |")
+  if 'penvol_cm3' in s:
+    lines += ['', '| interacting frames | PenVol (cm^3) | PenDist (cm) | ProxRatio |',
+              '|---|---:|---:|---:|',
+              f"| predictions | {_fmt(s['penvol_cm3'], 3)} | {_fmt(s['pendist_cm'], 3)} | "
+              f"{_fmt(s['prox_ratio'], 3)} |"]
+  lines += ['', 'interwild: each hand aligned at its wrist; all = mean of the SH and IH '
+            'per-joint means (InterWild). intaghand: aligned at the middle MCP, prediction '
+            'rescaled by the GT middle-MCP-to-wrist length; all = mean of left and right.', '']
+  return '\n'.join(lines)
+
+
+def joint_error_plot(res: Dict[str, np.ndarray], path: str, protocol: str = 'interwild'):
+  """Bar chart of the per-joint mean error (mm), right hand then left."""
+  err = res[f'{protocol}/joint_err']
+  cnt = np.isfinite(err).sum(0)
+  means = np.where(cnt > 0, np.nansum(err, 0) / np.maximum(cnt, 1), 0.0)
+  w, h, pad = 900, 320, 40
+  img = Image.new('RGB', (w, h), (255, 255, 255))
+  d = ImageDraw.Draw(img)
+  top = max(float(means.max()), 1e-6)
+  bw = (w - 2 * pad) / 42
+  for j, m in enumerate(means):
+    x0 = pad + j * bw
+    y = h - pad - (h - 2 * pad) * m / top
+    d.rectangle([x0 + 1, y, x0 + bw - 1, h - pad], fill=(200, 60, 60) if j < 21 else (60, 90, 200))
+  d.line([pad, h - pad, w - pad, h - pad], fill=(0, 0, 0))
+  d.text((pad, 8), f'{protocol} per-joint mean error (mm); max {top:.2f}; red right, '
+         f'blue left; joints {", ".join(JOINT_NAMES[:4])} ... wrist', fill=(0, 0, 0))
+  for j in (0, 20, 21, 41):
+    d.text((pad + j * bw, h - pad + 4), JOINT_NAMES[j % 21], fill=(0, 0, 0))
+  img.save(path)
+
+
+def overlay(example: dict, verts: np.ndarray, path: str, title: str):
+  """Predicted meshes (2, V, 3) m projected on the example's image."""
+  from a2p_jax.data import augment, pipeline
+  img = pipeline.load_image(example).copy()
+  focal, princpt = example['camera']['focal'], example['camera']['princpt']
+  h, w = img.shape[:2]
+  for k, color in ((0, (255, 40, 40)), (1, (40, 90, 255))):
+    v = verts[k]
+    ok = np.isfinite(v).all(-1) & (v[:, 2] > 0)
+    uv = np.round(augment.project(v[ok], focal, princpt)).astype(int)
+    inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+    img[uv[inside, 1], uv[inside, 0]] = color
+  pil = Image.fromarray(img)
+  ImageDraw.Draw(pil).text((4, 4), title, fill=(255, 255, 0))
+  pil.save(path)
+
+
+def write(out_dir: str, res: Dict[str, np.ndarray], meta: dict, *,
+          examples: Optional[Sequence[dict]] = None,
+          predict: Optional[Callable[[Sequence[dict]], dict]] = None) -> Dict[str, float]:
+  """Writes report.json, report.md, per_sample.npz and figures/; returns the
+  summary. With `examples` and `predict`, overlays of the best, median and
+  worst samples (by InterWild MPJPE) are drawn."""
+  os.makedirs(os.path.join(out_dir, 'figures'), exist_ok=True)
+  summary = metrics.summarize(res)
+  doc = {'summary': summary, 'protocols': list(metrics.PROTOCOLS), **meta}
+  tmp = os.path.join(out_dir, 'report.json.tmp')
+  with open(tmp, 'w') as f:
+    json.dump(doc, f, indent=1, default=float)
+  os.replace(tmp, os.path.join(out_dir, 'report.json'))
+  with open(os.path.join(out_dir, 'report.md'), 'w') as f:
+    f.write(markdown(summary, meta))
+  np.savez(os.path.join(out_dir, 'per_sample.npz'), **res)
+  joint_error_plot(res, os.path.join(out_dir, 'figures', 'joint_error.png'))
+  if examples is not None and predict is not None:
+    err = res['interwild/joint_err']
+    cnt = np.isfinite(err).sum(1)
+    per = np.where(cnt > 0, np.nansum(err, 1) / np.maximum(cnt, 1), np.nan)
+    ok = np.flatnonzero(np.isfinite(per))
+    if len(ok):
+      order = ok[np.argsort(per[ok])]
+      picks = {'best': order[0], 'median': order[len(order) // 2], 'worst': order[-1]}
+      pred = predict([examples[i] for i in picks.values()])
+      if pred.get('verts') is not None:
+        for j, (name, i) in enumerate(picks.items()):
+          overlay(examples[i], pred['verts'][j],
+                  os.path.join(out_dir, 'figures', f'{name}.png'),
+                  f'{name}: annotation {int(res["annot_id"][i])}, MPJPE {per[i]:.1f} mm')
+  return summary
