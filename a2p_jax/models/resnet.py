@@ -17,6 +17,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from a2p_jax.models import initializers
+
+_KAIMING = initializers.variance_scaling(2.0, 'fan_out')  # torchvision's init
 _LAYOUTS = {18: ('basic', (2, 2, 2, 2)), 34: ('basic', (3, 4, 6, 3)),
             50: ('bottleneck', (3, 4, 6, 3))}
 
@@ -24,7 +27,7 @@ _LAYOUTS = {18: ('basic', (2, 2, 2, 2)), 34: ('basic', (3, 4, 6, 3)),
 def _conv(cin, cout, k, stride, *, rngs):
   pad = (k - 1) // 2
   return nnx.Conv(cin, cout, (k, k), (stride, stride), padding=((pad, pad), (pad, pad)),
-                  use_bias=False, kernel_init=nnx.initializers.he_normal(), rngs=rngs)
+                  use_bias=False, kernel_init=_KAIMING, rngs=rngs)
 
 
 def _bn(c, *, rngs, zero=False):

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from a2p_jax.models import camera
+from a2p_jax.models import camera, initializers
 from a2p_jax.models.camera import root_from_crop  # noqa: F401  (public here too)
 from a2p_jax.models.resnet import ResNet, num_params
 
@@ -39,7 +39,9 @@ HAND_OUT = NUM_JOINTS * 6 + 10 + 3   # rot6d, betas, raw (u, v, t)
 REL_ROOT_SCALE_M = 0.1               # rel_root = REL_ROOT_SCALE_M * raw
 _IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 _ZERO = nnx.initializers.zeros
-_EMBED_INIT = nnx.initializers.normal(0.02)
+_EMBED_INIT = initializers.normal(0.02)
+_DENSE_INIT = initializers.normal(0.02)            # ViT-style
+_CONV_INIT = initializers.variance_scaling(1.0, 'fan_in')
 
 
 class FAE(nnx.Module):
@@ -47,7 +49,8 @@ class FAE(nnx.Module):
 
   def __init__(self, depth, width, prior_dim, *, rngs):
     self.backbone = ResNet(depth, width, rngs=rngs)
-    self.out = nnx.Conv(self.backbone.out_channels, prior_dim, (1, 1), rngs=rngs)
+    self.out = nnx.Conv(self.backbone.out_channels, prior_dim, (1, 1), kernel_init=_CONV_INIT,
+                        rngs=rngs)
 
   def __call__(self, images):
     return self.out(self.backbone(images))
@@ -59,8 +62,8 @@ class Projection(nnx.Module):
   depend on train/eval mode."""
 
   def __init__(self, in_channels, prior_dim, *, rngs):
-    self.conv1 = nnx.Conv(in_channels, prior_dim, (3, 3), rngs=rngs)
-    self.conv2 = nnx.Conv(prior_dim, prior_dim, (1, 1), rngs=rngs)
+    self.conv1 = nnx.Conv(in_channels, prior_dim, (3, 3), kernel_init=_CONV_INIT, rngs=rngs)
+    self.conv2 = nnx.Conv(prior_dim, prior_dim, (1, 1), kernel_init=_CONV_INIT, rngs=rngs)
 
   def __call__(self, priors):
     return self.conv2(jax.nn.gelu(self.conv1(priors)))
@@ -71,10 +74,11 @@ class Block(nnx.Module):
 
   def __init__(self, dim, num_heads, mlp_dim, dropout, *, rngs):
     self.ln1 = nnx.LayerNorm(dim, rngs=rngs)
-    self.attn = nnx.MultiHeadAttention(num_heads, dim, decode=False, rngs=rngs)
+    self.attn = nnx.MultiHeadAttention(num_heads, dim, decode=False, kernel_init=_DENSE_INIT,
+                                       rngs=rngs)
     self.ln2 = nnx.LayerNorm(dim, rngs=rngs)
-    self.fc1 = nnx.Linear(dim, mlp_dim, rngs=rngs)
-    self.fc2 = nnx.Linear(mlp_dim, dim, rngs=rngs)
+    self.fc1 = nnx.Linear(dim, mlp_dim, kernel_init=_DENSE_INIT, rngs=rngs)
+    self.fc2 = nnx.Linear(mlp_dim, dim, kernel_init=_DENSE_INIT, rngs=rngs)
     self.drop = nnx.Dropout(dropout, rngs=rngs)
 
   def __call__(self, x):
@@ -87,8 +91,8 @@ class FusionTransformer(nnx.Module):
 
   def __init__(self, image_channels, prior_dim, num_tokens, cfg, *, rngs):
     dim = cfg.dim
-    self.image_embed = nnx.Linear(image_channels, dim, rngs=rngs)
-    self.prior_embed = nnx.Linear(prior_dim, dim, rngs=rngs)
+    self.image_embed = nnx.Linear(image_channels, dim, kernel_init=_DENSE_INIT, rngs=rngs)
+    self.prior_embed = nnx.Linear(prior_dim, dim, kernel_init=_DENSE_INIT, rngs=rngs)
     self.image_pos = nnx.Param(_EMBED_INIT(rngs.params(), (num_tokens, dim)))
     self.prior_pos = nnx.Param(_EMBED_INIT(rngs.params(), (num_tokens, dim)))
     self.queries = nnx.Param(_EMBED_INIT(rngs.params(), (3, dim)))
@@ -111,9 +115,9 @@ class Regressor(nnx.Module):
   """Query outputs -> raw hand codes (B, 2, HAND_OUT) and rel_root (B, 3)."""
 
   def __init__(self, dim, *, rngs):
-    self.hand_fc = nnx.Linear(dim, dim, rngs=rngs)
+    self.hand_fc = nnx.Linear(dim, dim, kernel_init=_DENSE_INIT, rngs=rngs)
     self.hand_out = nnx.Linear(dim, HAND_OUT, kernel_init=_ZERO, rngs=rngs)
-    self.rel_fc = nnx.Linear(dim, dim, rngs=rngs)
+    self.rel_fc = nnx.Linear(dim, dim, kernel_init=_DENSE_INIT, rngs=rngs)
     self.rel_out = nnx.Linear(dim, 3, kernel_init=_ZERO, rngs=rngs)
 
   def __call__(self, q):
