@@ -15,8 +15,15 @@ def test_param_counts_match_torchvision_without_fc(depth, count):
   assert num_params(model) == count
 
 
-@pytest.mark.parametrize('depth', [18, 50])
-def test_feature_map_shape_and_batchnorm_modes(depth):
+def test_resnet50_feature_map_shape():
+  model = nnx.eval_shape(lambda: ResNet(50, 4, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(model)
+  y = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state,
+                     jax.ShapeDtypeStruct((2, 64, 96, 3), jnp.float32))
+  assert y.shape == (2, 2, 3, 128) and out_channels(50, 4) == 128
+
+
+def test_feature_map_shape_and_batchnorm_modes(depth=18):
   model = ResNet(depth, 4, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(0), (2, 64, 96, 3))
   fwd = nnx.jit(lambda m, x: m(x))

@@ -160,15 +160,15 @@ class Stage1(nnx.Module):
                            ('princpt', princpt, (b, 2))):
       if tuple(x.shape) != shape:
         raise ValueError(f'Stage1: {name} must have shape {shape}, got {x.shape}')
+    want = (b,) + self.grid_hw + (self.prior_channels,)
+    if priors is not None and tuple(priors.shape) != want:
+      raise ValueError(f'Stage1: priors must be {want} (the feature grid, prior_channels), '
+                       f'got {priors.shape}')
     f_i = self.encoder(images)
     f_fae = self.fae(images)
     if priors is None:
       f_p, f_prior = None, f_fae
     else:
-      want = (b,) + self.grid_hw + (self.prior_channels,)
-      if tuple(priors.shape) != want:
-        raise ValueError(f'Stage1: priors must be {want} (the feature grid, prior_channels), '
-                         f'got {priors.shape}')
       f_p = self.projection(priors)
       f_prior = jnp.where(jnp.asarray(use_fae, bool), f_fae, f_p)
     q = self.transformer(f_i, f_prior)
