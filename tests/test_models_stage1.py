@@ -45,19 +45,55 @@ def camera_batch(b=B, seed=0):
           np.stack(princpts).astype(np.float32))
 
 
+def _trained_head(model):
+  """A copy whose zero-initialised last layers are not zero (so gradients
+  reach the trunk and the two fusion branches give different outputs)."""
+  m = nnx.clone(model)
+  for layer in (m.head.hand_out, m.head.rel_out):
+    k = layer.kernel[...]
+    layer.kernel[...] = 0.05 * jax.random.normal(jax.random.key(7), k.shape, k.dtype)
+  return m
+
+
 @pytest.fixture(scope='module')
 def tiny():
+  """One tiny model (fresh and with a 'trained' head) and two jitted
+  functions shared by the tests (compiling is the slow part on CPU):
+  step(state, priors, w_prior, w_hand, use_fae) -> (per-part gradient
+  norms, outputs), and infer(state) -> outputs without priors."""
   model = Stage1(tiny_config(), prior_channels=C_PRIOR, rngs=nnx.Rngs(0))
+  graphdef, state0 = nnx.split(model)
+  state1 = nnx.state(_trained_head(model))
   key = jax.random.key(1)
   images = jax.random.normal(key, (B, 64, 64, 3))
   priors = jax.random.normal(jax.random.fold_in(key, 1), (B, 2, 2, C_PRIOR))
   affine, focal, princpt = camera_batch()
-  return model, images, priors, dict(affine=affine, focal=focal, princpt=princpt)
+  cam = dict(affine=affine, focal=focal, princpt=princpt)
+  traces = []
+
+  @jax.jit
+  def step(state, priors, w_prior, w_hand, use_fae):
+    traces.append(1)
+
+    def loss_fn(m):
+      out = m(images, priors, use_fae=use_fae, **cam)
+      prior = jnp.mean(jnp.square(out['f_fae'] - jax.lax.stop_gradient(out['f_p'])))
+      hand = jnp.mean(jnp.abs(out['pose_6d'] - 0.3)) + jnp.mean(jnp.abs(out['root_cam']))
+      return w_prior * prior + w_hand * hand, out
+
+    g, out = nnx.grad(loss_fn, has_aux=True)(nnx.merge(graphdef, state))
+    norms = {p: sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(g[p]))
+             for p in ('encoder', 'fae', 'projection', 'transformer', 'head')}
+    return norms, out
+
+  infer = jax.jit(lambda state: nnx.merge(graphdef, state)(images, None, **cam))
+  return dict(model=model, state0=state0, state1=state1, images=images, priors=priors,
+              cam=cam, step=step, infer=infer, traces=traces)
 
 
 def test_output_shapes_and_initial_prediction(tiny):
-  model, images, priors, cam = tiny
-  out = nnx.jit(lambda m, x, p: m(x, p, **cam))(model, images, priors)
+  _, out = tiny['step'](tiny['state0'], tiny['priors'], 0.0, 0.0, False)
+  cam = tiny['cam']
   shapes = {k: (None if v is None else v.shape) for k, v in out.items()}
   assert shapes == {'pose_6d': (B, 2, 16, 6), 'betas': (B, 2, 10), 'root_cam': (B, 2, 3),
                     'root_uv': (B, 2, 2), 'rel_root': (B, 3), 'f_fae': (B, 2, 2, 8),
@@ -71,8 +107,9 @@ def test_output_shapes_and_initial_prediction(tiny):
   np.testing.assert_allclose(out['root_uv'], 31.5, atol=1e-4)
   z_ref = camera.reference_depth(cam['affine'], cam['focal'], (64, 64))
   np.testing.assert_allclose(out['root_cam'][..., 2], np.stack([z_ref] * 2, 1), rtol=1e-6)
+  assert tiny['infer'](tiny['state0'])['f_p'] is None
   with pytest.raises(ValueError, match='priors'):
-    model(images, priors[:, :1], **cam)
+    tiny['model'](tiny['images'], tiny['priors'][:, :1], **cam)
 
 
 def test_paper_config_parameter_count():
@@ -90,63 +127,34 @@ def test_paper_config_parameter_count():
   assert abs(counts['inference'] / 52.6e6 - 1) < 0.02, counts
 
 
-def _trained_head(model):
-  """A copy whose zero-initialised last layers are not zero (so gradients
-  reach the trunk and the two fusion branches give different outputs)."""
-  m = nnx.clone(model)
-  for layer in (m.head.hand_out, m.head.rel_out):
-    k = layer.kernel[...]
-    layer.kernel[...] = 0.05 * jax.random.normal(jax.random.key(7), k.shape, k.dtype)
-  return m
-
-
 def test_prior_loss_does_not_reach_the_teacher_target(tiny):
-  model, images, priors, cam = tiny
-  graphdef, state = nnx.split(_trained_head(model))
-
-  @jax.jit
-  def grad_norms(state, w_prior, w_hand, use_fae):
-    def loss_fn(m):
-      out = m(images, priors, use_fae=use_fae, **cam)
-      prior = jnp.mean(jnp.square(out['f_fae'] - jax.lax.stop_gradient(out['f_p'])))
-      hand = jnp.mean(jnp.abs(out['pose_6d'] - 0.3)) + jnp.mean(jnp.abs(out['root_cam']))
-      return w_prior * prior + w_hand * hand
-    g = nnx.grad(loss_fn)(nnx.merge(graphdef, state))
-    return {p: sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(g[p]))
-            for p in ('encoder', 'fae', 'projection', 'transformer', 'head')}
-
-  g_prior = grad_norms(state, 1.0, 0.0, False)
+  step, state, priors = tiny['step'], tiny['state1'], tiny['priors']
+  g_prior, _ = step(state, priors, 1.0, 0.0, False)
   assert g_prior['projection'] == 0.0  # exactly: F_p is the stop-gradiented target
   assert g_prior['fae'] > 0
   assert g_prior['encoder'] == g_prior['transformer'] == g_prior['head'] == 0.0
   # The hand loss trains the projection when F_p is fused, not when F_fae is.
-  g_hand = grad_norms(state, 0.0, 1.0, False)
+  g_hand, _ = step(state, priors, 0.0, 1.0, False)
   assert g_hand['projection'] > 0 and g_hand['fae'] == 0.0
-  g_hand_fae = grad_norms(state, 0.0, 1.0, True)
+  g_hand_fae, _ = step(state, priors, 0.0, 1.0, jnp.bool_(True))
   assert g_hand_fae['projection'] == 0.0 and g_hand_fae['fae'] > 0
 
 
 def test_use_fae_traced_flag_one_trace_matches_branches(tiny):
-  model, images, priors, cam = tiny
-  model = _trained_head(model)
-  model.eval()
-  graphdef, state = nnx.split(model)
-  traces = []
-
-  @jax.jit
-  def run(state, use_fae):
-    traces.append(1)
-    return nnx.merge(graphdef, state)(images, priors, use_fae=use_fae, **cam)
-
-  with_fae = run(state, jnp.bool_(True))
-  with_fp = run(state, jnp.bool_(False))
-  assert len(traces) == 1
-  ref_fae = nnx.jit(lambda m: m(images, None, **cam))(model)   # inference path: F_fae
-  ref_fp = nnx.jit(lambda m: m(images, priors, use_fae=False, **cam))(model)
+  step, state, priors = tiny['step'], tiny['state1'], tiny['priors']
+  other = priors[::-1] + 1.0
+  _, fae = step(state, priors, 0.0, 0.0, jnp.bool_(True))
+  _, fae_other = step(state, other, 0.0, 0.0, jnp.bool_(True))
+  _, fp = step(state, priors, 0.0, 0.0, jnp.bool_(False))
+  _, fp_other = step(state, other, 0.0, 0.0, jnp.bool_(False))
+  ref = tiny['infer'](state)            # the inference path: F_fae, no priors
+  assert len(tiny['traces']) == 1       # every call in this module: one trace
   for k in ('pose_6d', 'betas', 'root_cam', 'rel_root'):
-    np.testing.assert_allclose(with_fae[k], ref_fae[k], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(with_fp[k], ref_fp[k], rtol=1e-5, atol=1e-6)
-  assert not np.allclose(with_fae['pose_6d'], with_fp['pose_6d'])
+    np.testing.assert_allclose(fae[k], ref[k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(fae[k], fae_other[k])  # priors unused
+  assert not np.allclose(fp['pose_6d'], fae['pose_6d'])
+  assert not np.allclose(fp['pose_6d'], fp_other['pose_6d'])  # F_p fused
+  np.testing.assert_array_equal(fp['f_fae'], fae['f_fae'])
 
 
 def _reference_root(uvz, affine, focal, princpt, rot, input_hw):

@@ -1,0 +1,140 @@
+"""Stage-1 losses on batches made by the real input pipeline: ~0 when the
+predictions are the ground truth (catches flat_hand_mean, rot6d, joint
+order, left hand, camera conventions), and masked entries never count."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mano_jax
+from a2p_jax.data import pipeline
+from a2p_jax.data.hands import load_hand_models
+from a2p_jax.models import losses
+
+W_IMG, H_IMG = 334, 512
+WEIGHTS = dict.fromkeys(losses.LOSS_TERMS, 1.0)
+
+
+def _source(n, rng, models):
+  src = []
+  for i in range(n):
+    joints, mano = [], {}
+    for side, model, x in (('right', models[0], -0.04), ('left', models[1], 0.05)):
+      fit = {'pose': rng.normal(0, 0.3, 48), 'shape': rng.normal(0, 1, 10),
+             'trans': np.array([x, 0.0, 0.8]) + rng.normal(0, 0.02, 3)}
+      mano[side] = fit
+      with jax.enable_x64(True):
+        joints.append(np.asarray(mano_jax.forward(model, fit['pose'], fit['shape'],
+                                                  fit['trans'], joint_order='interhand').joints))
+    src.append({'image': np.zeros((H_IMG, W_IMG, 3), np.uint8), 'annot_id': i,
+                'joints_cam': np.concatenate(joints) * 1000, 'joint_valid': np.ones(42),
+                'hand_type': 'interacting', 'hand_type_valid': 1,
+                'bbox': np.array([50.0, 100.0, 200.0, 250.0]),
+                'camera': {'focal': np.array([1100.0, 1050.0]),
+                           'princpt': np.array([170.0, 250.0])},
+                'mano': mano})
+  return src
+
+
+def _camera_affine(ex):
+  """The affine from the (flipped) camera's pixels to the crop. The batch's
+  `affine` maps the *source image*, flip included, while a flipped example's
+  3D targets and princpt are already mirrored: undo the image flip."""
+  a = ex['affine'].astype(np.float64)
+  if ex['flipped']:
+    flip = np.array([[-1.0, 0, W_IMG - 1], [0, 1, 0], [0, 0, 1]])
+    a = a @ flip
+  return a.astype(np.float32)
+
+
+@pytest.fixture(scope='module')
+def data():
+  models = load_hand_models()
+  rng = np.random.default_rng(0)
+  src = _source(4, rng, models)
+  cfg = pipeline.AugmentConfig(input_hw=(128, 128), rotation_prob=1.0, flip_prob=0.5)
+  exs = [pipeline.process(ex, np.random.default_rng(s), cfg=cfg, models=models, training=True)
+         for s, ex in zip((1, 2, 3, 4), src)]
+  assert {int(e['flipped']) for e in exs} == {0, 1}
+  for e in exs:
+    e['affine'] = _camera_affine(e)
+  batch = {k: np.stack([e[k] for e in exs]) for k in exs[0]}
+  batch['image'] = pipeline.normalize_image(batch['image'])
+  # One compiled loss + gradient for every test here (compiling is the slow part).
+  vg = jax.jit(jax.value_and_grad(
+      lambda out, batch, mano: losses.stage1_loss(out, batch, mano, WEIGHTS), has_aux=True))
+  return batch, models, vg
+
+
+def _gt_predictions(batch, models):
+  """Stage1-shaped outputs that are the ground truth."""
+  b = batch['mano_pose'].shape[0]
+  aa = jnp.asarray(batch['mano_pose']).reshape(b, 2, 16, 3)
+  roots = []
+  for k, model in enumerate(models):
+    j = mano_jax.forward(model, batch['mano_pose'][:, k], batch['mano_shape'][:, k],
+                         batch['mano_trans'][:, k], joint_order='interhand').joints
+    roots.append(j[:, losses.WRIST])
+  return {'pose_6d': mano_jax.matrix_to_rot6d(mano_jax.axis_angle_to_matrix(aa)),
+          'betas': jnp.asarray(batch['mano_shape']), 'root_cam': jnp.stack(roots, 1),
+          'rel_root': jnp.asarray(batch['rel_root']),
+          'f_fae': jnp.zeros((b, 4, 4, 8)), 'f_p': jnp.zeros((b, 4, 4, 8))}
+
+
+def test_loss_is_zero_at_the_ground_truth(data):
+  batch, models, vg = data
+  out = _gt_predictions(batch, models)
+  (total, metrics), _ = vg(out, batch, models)
+  for k in losses.LOSS_TERMS:
+    assert float(metrics[f'loss_{k}']) < 2e-5, (k, metrics)
+  assert float(total) < 1e-4
+  assert float(metrics['mpjpe_mm']) < 0.01 and float(metrics['joints_2d_px']) < 0.01
+  # The meshes are the GT meshes in camera space (both hands, their roots).
+  mesh = losses.mano_outputs(out, models)
+  for k, model in enumerate(models):
+    gt = mano_jax.forward(model, batch['mano_pose'][:, k], batch['mano_shape'][:, k],
+                          batch['mano_trans'][:, k], joint_order='interhand')
+    np.testing.assert_allclose(mesh['vertices'][:, k], gt.vertices, atol=2e-6)
+  # A wrong convention shows: e.g. rot6d taken as final rotations
+  # (flat_hand_mean=True) or the hands swapped.
+  swapped = dict(out, pose_6d=out['pose_6d'][:, ::-1], betas=out['betas'][:, ::-1])
+  assert float(vg(swapped, batch, models)[0][1]['loss_joints_3d']) > 1e-3
+
+
+def test_masked_entries_do_not_count(data):
+  batch, models, vg = data
+  out = _gt_predictions(batch, models)
+  # Predictions off the ground truth so every term is non-zero.
+  out = jax.tree.map(lambda x: x + 0.03 * jnp.cos(jnp.arange(x.size).reshape(x.shape)), out)
+  out['f_p'] = out['f_p'] + 0.1
+  masked = dict(batch)
+  masked['mano_valid'] = batch['mano_valid'] * np.array([[1, 0], [1, 1], [0, 1], [1, 1]],
+                                                         np.float32)
+  jv = batch['joint_valid'].copy()
+  jv[0, 21:] = 0
+  jv[1, 3:9] = 0
+  masked['joint_valid'] = jv
+  masked['rel_root_valid'] = np.array([0, 1, 1, 1], np.float32)
+  garbage = dict(masked)
+  for key, where in (('mano_pose', np.s_[0, 1]), ('mano_shape', np.s_[2, 0]),
+                     ('joints_rel', np.s_[0, 21:]), ('joints_2d', np.s_[1, 3:9]),
+                     ('depth_rel', np.s_[0, 21:]), ('rel_root', np.s_[0])):
+    garbage[key] = garbage[key].copy()
+    garbage[key][where] = np.nan if key in ('mano_pose', 'joints_2d') else 1e6
+  (l_clean, m_clean), g_clean = vg(out, masked, models)
+  (l_garb, m_garb), g_garb = vg(out, garbage, models)
+  assert np.isfinite(float(l_garb))
+  np.testing.assert_allclose(l_garb, l_clean, rtol=1e-6)
+  for k in m_clean:
+    np.testing.assert_allclose(m_garb[k], m_clean[k], rtol=1e-6, err_msg=k)
+  for a, b in zip(jax.tree.leaves(g_garb), jax.tree.leaves(g_clean)):
+    assert np.all(np.isfinite(a))
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
+  # Means over valid entries: an example with all joints invalid weighs nothing.
+  (l_all, m_all), _ = vg(out, dict(masked, joint_valid=np.zeros_like(jv)), models)
+  assert float(m_all['loss_joints_3d']) == 0.0 and np.isfinite(float(l_all))
+  # The prior term is an unmasked MSE (F_p stop-gradiented: no gradient to it).
+  np.testing.assert_allclose(m_clean['loss_prior'],
+                             np.mean(np.square(out['f_fae'] - out['f_p'])), rtol=1e-5)
+  assert not np.any(g_clean['f_p']) and np.any(g_clean['f_fae'])
