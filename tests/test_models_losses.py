@@ -42,7 +42,7 @@ def _camera_affine(ex):
   `affine` maps the *source image*, flip included, while a flipped example's
   3D targets and princpt are already mirrored: undo the image flip."""
   a = ex['affine'].astype(np.float64)
-  if ex['flipped']:
+  if np.linalg.det(a[:, :2]) < 0:  # still contains the image flip
     flip = np.array([[-1.0, 0, W_IMG - 1], [0, 1, 0], [0, 0, 1]])
     a = a @ flip
   return a.astype(np.float32)
@@ -90,6 +90,7 @@ def test_loss_is_zero_at_the_ground_truth(data):
     assert float(metrics[f'loss_{k}']) < 2e-5, (k, metrics)
   assert float(total) < 1e-4
   assert float(metrics['mpjpe_mm']) < 0.01 and float(metrics['joints_2d_px']) < 0.01
+  assert float(metrics['camera_reflected']) == 0.0
   # The meshes are the GT meshes in camera space (both hands, their roots).
   mesh = losses.mano_outputs(out, models)
   for k, model in enumerate(models):

@@ -37,6 +37,11 @@ def _split(affine_Bx2x3):
   return lin, t, det, cos, sin
 
 
+def crop_det(affine_Bx2x3):
+  """(B,) determinant of the affine's linear part (< 0: a reflection)."""
+  return _split(affine_Bx2x3)[2]
+
+
 def crop_scale(affine_Bx2x3):
   """(B,) pixel scale of the crop: crop px per source px."""
   return jnp.sqrt(jnp.abs(_split(affine_Bx2x3)[2]))

@@ -98,13 +98,16 @@ def stage1_loss(out, batch, mano_models, weights):
   total = sum(float(weights[k]) * terms[k] for k in LOSS_TERMS)
 
   sg = jax.lax.stop_gradient
-  dist = jnp.sqrt(jnp.sum(jnp.square(sg(pred['joints_rel']) - gt_rel), -1) + 1e-12)
-  dist_2d = jnp.sqrt(jnp.sum(jnp.square(sg(uv) - gt_uv), -1) + 1e-12)
-  rel_dist = jnp.sqrt(jnp.sum(jnp.square(sg(out['rel_root']) - rel_gt), -1) + 1e-12)
+  dist = jnp.sqrt(jnp.sum(jnp.square(sg(pred['joints_rel']) - gt_rel), -1))
+  dist_2d = jnp.sqrt(jnp.sum(jnp.square(sg(uv) - gt_uv), -1))
+  rel_dist = jnp.sqrt(jnp.sum(jnp.square(sg(out['rel_root']) - rel_gt), -1))
   metrics = {f'loss_{k}': v for k, v in terms.items()}
   metrics.update({
       'mpjpe_mm': 1000.0 * masked_mean(dist, joint_valid),
       'mrrpe_mm': 1000.0 * masked_mean(rel_dist, rel_valid),
       'joints_2d_px': masked_mean(dist_2d, joint_valid),
+      # Tripwire: affines with a reflection are not cameras of the (mirrored)
+      # 3D targets (camera.py); should be 0.
+      'camera_reflected': jnp.mean((camera.crop_det(batch['affine']) < 0).astype(jnp.float32)),
   })
   return total, metrics
