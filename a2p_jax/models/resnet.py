@@ -11,10 +11,7 @@ BatchNorm of each residual branch starts at scale 0 (Goyal et al. 2017):
 each block starts as the identity, which helps training from scratch.
 """
 
-from typing import Sequence
-
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from a2p_jax.models import initializers
@@ -123,5 +120,3 @@ def num_params(module) -> int:
 def out_channels(depth: int, width: int) -> int:
   return width * (32 if _LAYOUTS[depth][0] == 'bottleneck' else 8)
 
-
-__all__: Sequence[str] = ('ResNet', 'num_params', 'out_channels')

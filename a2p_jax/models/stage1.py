@@ -150,8 +150,15 @@ class Stage1(nnx.Module):
     self.head = Regressor(cfg.dim, rngs=rngs)
 
   def __call__(self, images, priors=None, *, affine, focal, princpt, use_fae=False):
-    """images (B, H, W, 3) normalised; priors (B, h, w, C) or None; the
-    crop's camera: affine (B, 2, 3), focal (B, 2), princpt (B, 2)."""
+    """images (B, H, W, 3) normalised; priors (B, h, w, C) on the feature
+    grid (h, w = H/32, W/32) or None; the crop's camera (camera.py):
+    affine (B, 2, 3), focal (B, 2), princpt (B, 2).
+
+    Returns {'pose_6d' (B, 2, 16, 6), 'betas' (B, 2, 10), 'root_cam'
+    (B, 2, 3) m wrists in camera space, 'root_uv' (B, 2, 2) their crop
+    pixels, 'rel_root' (B, 3) m left minus right wrist (its own query),
+    'f_fae' (B, h, w, prior_dim), 'f_p' (same) or None}.
+    """
     b = images.shape[0]
     if images.ndim != 4 or tuple(images.shape[1:3]) != self.input_hw:
       raise ValueError(f'Stage1: images must be (B, {self.input_hw[0]}, {self.input_hw[1]}, 3), '
