@@ -1,6 +1,8 @@
 """grain pipeline: image/target consistency under augmentation, determinism,
 exact resume, per-process shards."""
 
+import copy
+
 import jax
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import pytest
 import mano_jax
 from a2p_jax.data import augment, pipeline
 from a2p_jax.data.hands import load_hand_models
+from a2p_jax.models import camera
 
 W, H = 334, 512
 FOCAL = np.array([1100.0, 1100.0])
@@ -52,13 +55,14 @@ def test_keypoints_land_on_the_image_dots(source):
   rng = np.random.default_rng(1)
   seen_flip = seen_rot = False
   for k in range(16):
+    drawn = pipeline._aug_params(cfg, copy.deepcopy(rng), True)
     out = pipeline.process(src[k % len(src)], rng, cfg=cfg, models=models, training=True)
     inside = np.all((out['joints_2d'] > 2) & (out['joints_2d'] < 125), -1)
     px = np.round(out['joints_2d'][inside]).astype(int)
     vals = out['image'][px[:, 1], px[:, 0], 0]
     assert np.mean(vals > 100) > 0.95, k
     seen_flip |= bool(out['flipped'])
-    seen_rot |= not np.allclose(out['affine'][0, 1], 0)
+    seen_rot |= drawn['rot'] != 0
   assert seen_flip and seen_rot
 
 
@@ -77,6 +81,19 @@ def test_3d_targets_match_mano_after_augmentation(source):
     rel = j - j[20]
     np.testing.assert_allclose(rel, out['joints_rel'][21 * k:21 * (k + 1)], atol=2e-5)
   np.testing.assert_allclose(out['depth_rel'], out['joints_rel'][:, 2])
+  # `affine` with focal/princpt is the crop's camera of the mirrored,
+  # rotated example: the MANO joints land on joints_2d; no reflection.
+  for k, model in enumerate(models):
+    with jax.enable_x64(True):
+      j = np.asarray(mano_jax.forward(model, out['mano_pose'][k].astype(np.float64),
+                                      out['mano_shape'][k].astype(np.float64),
+                                      out['mano_trans'][k].astype(np.float64),
+                                      joint_order='interhand').joints) * 1000
+    uv = camera.project(j[None] / 1000, out['affine'][None].astype(np.float64),
+                        out['focal'][None].astype(np.float64),
+                        out['princpt'][None].astype(np.float64))[0]
+    np.testing.assert_allclose(uv, out['joints_2d'][21 * k:21 * (k + 1)], atol=1e-3)
+  assert np.linalg.det(out['affine'][:, :2]) > 0
 
 
 def _batches(ds, n):

@@ -37,17 +37,6 @@ def _source(n, rng, models):
   return src
 
 
-def _camera_affine(ex):
-  """The affine from the (flipped) camera's pixels to the crop. The batch's
-  `affine` maps the *source image*, flip included, while a flipped example's
-  3D targets and princpt are already mirrored: undo the image flip."""
-  a = ex['affine'].astype(np.float64)
-  if np.linalg.det(a[:, :2]) < 0:  # still contains the image flip
-    flip = np.array([[-1.0, 0, W_IMG - 1], [0, 1, 0], [0, 0, 1]])
-    a = a @ flip
-  return a.astype(np.float32)
-
-
 @pytest.fixture(scope='module')
 def data():
   models = load_hand_models()
@@ -57,8 +46,6 @@ def data():
   exs = [pipeline.process(ex, np.random.default_rng(s), cfg=cfg, models=models, training=True)
          for s, ex in zip((1, 2, 3, 4), src)]
   assert {int(e['flipped']) for e in exs} == {0, 1}
-  for e in exs:
-    e['affine'] = _camera_affine(e)
   batch = {k: np.stack([e[k] for e in exs]) for k in exs[0]}
   batch['image'] = pipeline.normalize_image(batch['image'])
   # One compiled loss + gradient for every test here (compiling is the slow part).

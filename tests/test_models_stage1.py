@@ -24,12 +24,9 @@ def tiny_config(**kw):
 
 
 def paper_config():
-  """ResNet-50 encoder and FAE at 256x256 as in the paper; the transformer's
-  size is not given in the paper: 2 layers of width 512 (MLP 1024, 8 heads)
-  and F_p with 256 channels land within 2% of its 52.6M."""
-  return tiny_config(encoder_depth=50, encoder_width=64, fae_depth=50, fae_width=64,
-                     prior_dim=256, dim=512, num_layers=2, num_heads=8, mlp_dim=1024,
-                     dropout=0.1, input_hw=(256, 256))
+  """The model of configs/a2p_interhand26m.py (the paper's settings)."""
+  from configs import a2p_interhand26m
+  return a2p_interhand26m.get_config().model
 
 
 def camera_batch(b=B, seed=0):

@@ -20,7 +20,9 @@ Output arrays per example (batched with a leading axis):
   mano_pose    (2, 48), mano_shape (2, 10), mano_trans (2, 3) m camera space
   mano_valid   (2,) float32
   rel_root     (3,) float32 m, left wrist minus right wrist; rel_root_valid ()
-  affine       (2, 3) float32 source pixel -> crop pixel
+  affine       (2, 3) float32 source pixel -> crop pixel of the (possibly
+               mirrored) example, flip excluded, rotation included: with
+               focal/princpt the crop's camera (a2p_jax.models.camera)
   focal, princpt (2,) float32 (princpt after any flip)
   flipped      () int32
   priors       (h, w, C) float32 if the example has prior maps (see `prior_maps`)
@@ -108,18 +110,20 @@ def process(ex: dict, rng: np.random.Generator, *, cfg: AugmentConfig, models,
     box = np.array([x + w / 2, y + h / 2, max(w, h) * cfg.box_extend])
   side = box[2] * p['scale']
   centre = box[:2] + p['shift'] * box[2]
-  affine = augment.crop_affine(centre, side, cfg.input_hw, rot_rad=p['rot'],
-                               flip=p['flip'], image_width=width)
-  # The image affine contains the flip; the example was flipped in 3D above,
-  # so its keypoints `uv` go through the same crop without the flip.
-  joints_2d = augment.apply_affine(
-      augment.crop_affine(centre, side, cfg.input_hw, rot_rad=p['rot']), uv)
+  # Pixels are warped with `pixel_affine` (it contains the flip); the example
+  # was already mirrored in 3D above, so its keypoints, and the `affine` we
+  # return (the crop of the mirrored camera's image, consistent with focal,
+  # princpt and the 3D targets), do not contain the flip.
+  pixel_affine = augment.crop_affine(centre, side, cfg.input_hw, rot_rad=p['rot'],
+                                     flip=p['flip'], image_width=width)
+  affine = augment.crop_affine(centre, side, cfg.input_hw, rot_rad=p['rot'])
+  joints_2d = augment.apply_affine(affine, uv)
   if p['rot']:
     # 3D targets turn with the crop about the optical axis (exact for a crop
     # centred on the principal point; the 2D targets above are exact always).
     ex = augment.rotate_3d(ex, augment.rot_z(p['rot']), models)
     joints_cam = np.asarray(ex['joints_cam'], np.float64).reshape(42, 3)
-  crop = augment.warp_image(image, affine, cfg.input_hw)
+  crop = augment.warp_image(image, pixel_affine, cfg.input_hw)
   if training:
     crop = augment.color_jitter(crop, p['color'])
   hand_valid = _hand_valid(ex)
@@ -155,7 +159,7 @@ def process(ex: dict, rng: np.random.Generator, *, cfg: AugmentConfig, models,
       'flipped': np.int32(p['flip']),
   }
   if 'priors' in ex and cfg.prior_hw is not None:
-    out['priors'] = prior_maps(ex['priors'], ex.get('priors_stride', 1.0), affine,
+    out['priors'] = prior_maps(ex['priors'], ex.get('priors_stride', 1.0), pixel_affine,
                                cfg, p['flip'])
   return out
 
