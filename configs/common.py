@@ -25,6 +25,7 @@ def base() -> ml_collections.ConfigDict:
   c.data.subset = ''                # e.g. InterWild's aid_human_annot_train.txt
   c.data.train_split = 'train'
   c.data.priors = ''                # prior store folder, 'oracle' (synthetic) or '' (none)
+  c.data.prior_groups = 'keypoint,segmentation,depth'  # teacher channel groups fed to Proj
   c.data.num_workers = 0            # grain worker processes
   c.data.synthetic_frames = 256
   c.data.synthetic_seed = 0

@@ -90,3 +90,10 @@ def train_dataset(config, src, models, *, local_batch: int, priors=None,
       seed=config.seed, training=True, num_epochs=num_epochs,
       process_index=jax.process_index(), process_count=jax.process_count(),
       num_workers=config.data.num_workers, **({'priors': priors} if priors is not None else {}))
+
+
+def prior_store(config, workdir: str, src):
+  """The teacher's prior store for training, or None (config.data.priors '')."""
+  if not config.data.priors:
+    return None
+  raise NotImplementedError('prior stores: pending')
