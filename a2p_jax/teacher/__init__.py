@@ -1,0 +1,113 @@
+"""Prior-feature teachers and their feature store.
+
+A teacher maps an example's image to three groups of prior maps (A2P's
+F_k, F_s, F_d): keypoint, segmentation, depth. Two backends store the same
+kind of record (`store.py`):
+
+  sapiens.py   the user's Sapiens TorchScript checkpoints (pose, seg, depth),
+               run at 1024 x 768 on the example's two-hand crop (torch is
+               imported lazily; an optional extra)
+  oracle.py    the synthetic set's rendered ground truth (DIR/priors/...)
+
+Both look at the same crop (`teacher_box`): the two-hand box of the example
+(projected valid joints, else `bbox`), its longer side x `extend`, widened to
+aspect H:W = 4:3 around the same centre, and pool their maps to the store
+grid (default GRID = (32, 24) cells, H x W). A record holds the maps and the
+affine from source image pixels to map pixels (pixel centres at integers).
+
+    python -m a2p_jax.teacher.precompute --teacher oracle --dataset synthetic \
+        --root DIR --split train --out STORE
+"""
+
+from typing import Iterable, Optional, Sequence, Union
+
+import numpy as np
+
+GROUPS = ('keypoint', 'segmentation', 'depth')
+GRID = (32, 24)          # default store grid (H, W): 4:3 like Sapiens' input
+TEACHER_EXTEND = 2.0     # teacher box side / tight two-hand joint box side
+MIN_BOX = 16.0           # px
+
+
+def teacher_box(ex: dict, *, extend: float = TEACHER_EXTEND) -> np.ndarray:
+  """(x0, y0, width, height) px of the teacher crop of `ex` (aspect 4:3 H:W).
+
+  The two-hand box of the projected valid joints (as the pipeline's crop),
+  else the annotated `bbox`; its longer side x `extend` is the width, the
+  height is 4/3 of it, both centred on the box centre.
+  """
+  from a2p_jax.data import augment
+  uv = None
+  if 'joints_cam' in ex and 'camera' in ex:
+    joints = np.asarray(ex['joints_cam'], np.float64).reshape(42, 3)
+    valid = np.asarray(ex['joint_valid'], np.float64).reshape(42) > 0
+    valid &= joints[:, 2] > 1e-6
+    if valid.any():
+      uv = augment.project(joints[valid], ex['camera']['focal'], ex['camera']['princpt'])
+  if uv is not None:
+    lo, hi = uv.min(0), uv.max(0)
+  else:
+    if ex.get('bbox') is None:
+      raise ValueError(f'annotation {ex.get("annot_id")}: no valid joint and no bbox '
+                       'for the teacher crop')
+    x, y, w, h = np.asarray(ex['bbox'], np.float64)
+    lo, hi = np.array([x, y]), np.array([x + w, y + h])
+  centre = (lo + hi) / 2
+  side = max(float(np.max(hi - lo)) * extend, MIN_BOX)
+  width, height = side, side * 4.0 / 3.0
+  return np.array([centre[0] - width / 2, centre[1] - height / 2, width, height])
+
+
+def box_affine(box, out_hw) -> np.ndarray:
+  """(2, 3) affine: image px -> px of `box` resampled to out_hw (H, W).
+
+  Pixel centres sit at integer coordinates on both sides: the box's left
+  edge x0 is the left edge of output column 0, whose centre is at 0.
+  """
+  x0, y0, w, h = (float(v) for v in box)
+  sx, sy = out_hw[1] / w, out_hw[0] / h
+  return np.array([[sx, 0.0, -x0 * sx - 0.5], [0.0, sy, -y0 * sy - 0.5]])
+
+
+def parse_groups(groups: Union[None, str, Iterable[str]]) -> Optional[tuple]:
+  """None / '' -> None (all); 'keypoint,depth' or a sequence -> tuple."""
+  if groups is None:
+    return None
+  if isinstance(groups, str):
+    groups = [g.strip() for g in groups.split(',') if g.strip()]
+  groups = tuple(groups)
+  return groups or None
+
+
+def select_channels(meta: dict, groups=None) -> np.ndarray:
+  """int32 indices of the stored channels of `groups` (all when None), in
+  the store's channel order."""
+  groups = parse_groups(groups)
+  have = meta['groups']
+  if groups is None:
+    groups = tuple(g for g in GROUPS if g in have)
+  unknown = [g for g in groups if g not in have]
+  if unknown:
+    raise ValueError(f'prior groups {unknown} are not in the store (it has {sorted(have)})')
+  idx = sorted(i for g in groups for i in have[g])
+  return np.asarray(idx, np.int32)
+
+
+def prior_channels(store, groups=None) -> int:
+  """Number of channels `make_dataset(..., priors=store, prior_groups=groups)`
+  puts in batch['priors'] (the model's prior_channels)."""
+  return int(len(select_channels(store.meta, groups)))
+
+
+def flip_permutation_matrix(perm: Sequence[int]) -> np.ndarray:
+  """(C, C) P with maps_of_mirrored_image = maps @ P for a channel
+  permutation `perm` (channel c of the original becomes channel perm[c])."""
+  perm = np.asarray(perm, np.int64)
+  p = np.zeros((len(perm), len(perm)), np.float32)
+  p[np.arange(len(perm)), perm] = 1.0
+  return p
+
+
+def open_store(path: str):
+  from a2p_jax.teacher.store import open_store as _open
+  return _open(path)
