@@ -25,7 +25,11 @@ Output arrays per example (batched with a leading axis):
                focal/princpt the crop's camera (a2p_jax.models.camera)
   focal, princpt (2,) float32 (princpt after any flip)
   flipped      () int32
-  priors       (h, w, C) float32 if the example has prior maps (see `prior_maps`)
+  priors       (prior_h, prior_w, C) float32 with `make_dataset(..., priors=store)`:
+               the teacher's maps of the example (store.get(annot_id)) warped with
+               the image's own pixel affine (flip and rotation included) onto
+               cfg.prior_hw cells over the crop, channels @ flip_matrix when
+               flipped (see `prior_maps`)
 """
 
 import dataclasses
@@ -159,20 +163,74 @@ def process(ex: dict, rng: np.random.Generator, *, cfg: AugmentConfig, models,
       'flipped': np.int32(p['flip']),
   }
   if 'priors' in ex and cfg.prior_hw is not None:
-    out['priors'] = prior_maps(ex['priors'], ex.get('priors_stride', 1.0), pixel_affine,
-                               cfg, p['flip'])
+    map_affine = ex.get('priors_affine')
+    if map_affine is None:  # maps on the image grid, one map pixel = `priors_stride` px
+      st = float(ex.get('priors_stride', 1.0))
+      map_affine = np.array([[1 / st, 0, 0.5 / st - 0.5], [0, 1 / st, 0.5 / st - 0.5]])
+    out['priors'] = prior_maps(ex['priors'], map_affine, pixel_affine, cfg,
+                               ex.get('priors_flip') if p['flip'] else None)
   return out
 
 
-def prior_maps(maps: np.ndarray, stride: float, affine: np.ndarray,
-               cfg: AugmentConfig, flipped: bool) -> np.ndarray:
-  """(h', w', C) maps on the source image's grid (one map pixel = `stride`
-  image pixels) -> (prior_h, prior_w, C) on the crop's grid, with the same
-  affine as the image. (Channel swaps under a flip, e.g. left/right
-  keypoint heatmaps, are the caller's to declare; maps here are warped.)"""
-  out_scale = cfg.input_hw[0] / cfg.prior_hw[0]
-  a = augment.scale_affine(affine, float(stride), out_scale)
-  return augment.warp_map(np.asarray(maps, np.float32), a, cfg.prior_hw).astype(np.float32)
+PRIOR_SUPERSAMPLE = 4  # samples per output cell side (area pooling of the warp)
+
+
+def prior_maps(maps: np.ndarray, map_affine: np.ndarray, pixel_affine: np.ndarray,
+               cfg: AugmentConfig, flip_matrix: Optional[np.ndarray] = None) -> np.ndarray:
+  """Teacher maps (h', w', C) -> (prior_h, prior_w, C) float32 over the crop.
+
+  map_affine: source image px -> map px (the store's); pixel_affine: source
+  image px -> crop px, the one that warps the image (flip and rotation
+  included). Output cell q covers crop pixels [q s - 1/2, (q + 1) s - 1/2),
+  s = input/prior size; it is the mean of PRIOR_SUPERSAMPLE^2 bilinear samples
+  of the maps over the cell (zero outside the maps). Under a flip, the maps
+  (which describe the unmirrored image) have their channels mixed by
+  `flip_matrix` (C, C): out @ flip_matrix, e.g. right/left heatmaps swap.
+  """
+  maps = np.asarray(maps)
+  mh, mw, c = maps.shape
+  ph, pw = cfg.prior_hw
+  k = PRIOR_SUPERSAMPLE
+  sy, sx = cfg.input_hw[0] / ph, cfg.input_hw[1] / pw
+  full = lambda a: np.vstack([np.asarray(a, np.float64), [0.0, 0.0, 1.0]])
+  crop_to_map = (full(map_affine) @ np.linalg.inv(full(pixel_affine)))[:2]
+  sub = (np.arange(k) + 0.5) / k
+  ys = ((np.arange(ph)[:, None] + sub[None, :]) * sy - 0.5).reshape(-1)  # (ph*k,)
+  xs = ((np.arange(pw)[:, None] + sub[None, :]) * sx - 0.5).reshape(-1)
+  vv, uu = np.meshgrid(ys, xs, indexing='ij')
+  mu = crop_to_map[0, 0] * uu + crop_to_map[0, 1] * vv + crop_to_map[0, 2]
+  mv = crop_to_map[1, 0] * uu + crop_to_map[1, 1] * vv + crop_to_map[1, 2]
+  u0, v0 = np.floor(mu), np.floor(mv)
+  fu, fv = (mu - u0)[..., None], (mv - v0)[..., None]
+  u0, v0 = u0.astype(np.int32), v0.astype(np.int32)
+  flat = maps.reshape(mh * mw, c).astype(np.float32)
+  acc = np.zeros(mu.shape + (c,), np.float64)
+  for du, dv, wgt in ((0, 0, (1 - fu) * (1 - fv)), (1, 0, fu * (1 - fv)),
+                      (0, 1, (1 - fu) * fv), (1, 1, fu * fv)):
+    uu_, vv_ = u0 + du, v0 + dv
+    ok = (uu_ >= 0) & (uu_ < mw) & (vv_ >= 0) & (vv_ < mh)
+    idx = np.where(ok, vv_ * mw + uu_, 0).astype(np.int32)
+    acc += flat[idx] * (wgt * ok[..., None])
+  out = acc.reshape(ph, k, pw, k, c).mean((1, 3))
+  if flip_matrix is not None:
+    out = out @ np.asarray(flip_matrix, np.float64)
+  return out.astype(np.float32)
+
+
+class _JoinPriors:
+  """Picklable map: adds the example's teacher maps from a prior store
+  (`a2p_jax.teacher.store.PriorStore`, which reopens its files lazily in
+  each worker process), restricted to `channels`."""
+
+  def __init__(self, store, channels):
+    self.store = store
+    self.channels = np.asarray(channels, np.int32)
+    self.flip = np.asarray(store.flip_matrix, np.float32)[np.ix_(self.channels, self.channels)]
+
+  def __call__(self, ex):
+    maps, affine = self.store.get(ex['annot_id'])
+    return dict(ex, priors=maps[..., self.channels], priors_affine=affine,
+                priors_flip=self.flip)
 
 
 def normalize_image(images):
@@ -202,13 +260,17 @@ def shard_for_process(num_examples: int, process_index: int, process_count: int)
 def make_dataset(source: Sequence, *, cfg: AugmentConfig, models, batch_size: int,
                  seed: int, training: bool, num_epochs: Optional[int] = None,
                  process_index: int = 0, process_count: int = 1,
-                 num_workers: int = 0, drop_remainder: bool = True):
+                 num_workers: int = 0, drop_remainder: bool = True,
+                 priors=None, prior_groups=None):
   """A grain IterDataset of batches from a random-access `source`.
 
   `models`: (right, left) ManoModel, numpy leaves (for flips/rotations of
   MANO fits). Training: shuffled each epoch, repeated `num_epochs` times
   (None: forever), augmented. Evaluation: in order, once, centred crops.
   Each process gets its own contiguous shard of the source.
+  priors: a prior store (`a2p_jax.teacher.open_store`) holding every
+  example's annot_id; batch['priors'] gets its maps, channels of
+  `prior_groups` only (names or 'keypoint,segmentation'; None: all).
   """
   if batch_size <= 0:
     raise ValueError(f'batch_size must be positive, got {batch_size}')
@@ -218,6 +280,11 @@ def make_dataset(source: Sequence, *, cfg: AugmentConfig, models, batch_size: in
     ds = ds.shuffle(seed=seed).repeat(num_epochs)
   elif num_epochs not in (None, 1):
     ds = ds.repeat(num_epochs)
+  if priors is not None:
+    if cfg.prior_hw is None:
+      raise ValueError('make_dataset: priors given but cfg.prior_hw is None')
+    from a2p_jax.teacher import select_channels
+    ds = ds.map(_JoinPriors(priors, select_channels(priors.meta, prior_groups)))
   ds = ds.random_map(_Process(cfg, models, training), seed=seed)
   it = ds.to_iter_dataset().batch(batch_size, drop_remainder=drop_remainder)
   if num_workers > 0:

@@ -111,3 +111,17 @@ def flip_permutation_matrix(perm: Sequence[int]) -> np.ndarray:
 def open_store(path: str):
   from a2p_jax.teacher.store import open_store as _open
   return _open(path)
+
+
+def source_annot_ids(src) -> np.ndarray:
+  """int64 annot_ids of a random-access source, in order (cheap for the
+  InterHand2.6M/synthetic and HIC readers; otherwise reads every example)."""
+  if hasattr(src, 'annot_ids'):
+    return np.asarray(src.annot_ids, np.int64)
+  arrays, rows = getattr(src, '_arrays', None), getattr(src, '_rows', None)
+  if arrays is not None and rows is not None and 'annot_id' in arrays:  # InterHand26M
+    return np.asarray(arrays['annot_id'], np.int64)[np.asarray(rows)]
+  items = getattr(src, '_items', None)
+  if isinstance(items, list) and items and isinstance(items[0], dict) and 'annot_id' in items[0]:
+    return np.asarray([it['annot_id'] for it in items], np.int64)  # HIC
+  return np.asarray([src[i]['annot_id'] for i in range(len(src))], np.int64)

@@ -93,7 +93,41 @@ def train_dataset(config, src, models, *, local_batch: int, priors=None,
 
 
 def prior_store(config, workdir: str, src):
-  """The teacher's prior store for training, or None (config.data.priors '')."""
-  if not config.data.priors:
+  """The teacher's prior store for training, or None (config.data.priors '').
+
+  'oracle': the synthetic set's oracle store, built once (process 0) into
+  WORKDIR/data/priors/oracle_<train_split> and reused when complete; a path:
+  an existing store (see a2p_jax.teacher.precompute). Either way it must hold
+  every annot_id of `src`. The model's prior channels are
+  `a2p_jax.teacher.prior_channels(store, config.data.prior_groups)`.
+  """
+  d = config.data
+  if not d.priors:
     return None
-  raise NotImplementedError('prior stores: pending')
+  from a2p_jax import teacher as teacher_lib
+  from a2p_jax.teacher import store as store_lib
+  if d.priors == 'oracle':
+    if d.dataset != 'synthetic':
+      raise ValueError(f"config.data.priors='oracle' needs the synthetic set (it reads the "
+                       f"rendered ground truth), but config.data.dataset={d.dataset!r}")
+    path = os.path.join(workdir, 'data', 'priors', f'oracle_{d.train_split}')
+    root = synthetic_root(config, workdir)
+    if store_lib.is_complete(path):
+      made_from = store_lib.read_meta(path).get('source', {}).get('root')
+      if made_from != os.path.abspath(root):
+        raise ValueError(f'{path} holds oracle priors of {made_from}, but the synthetic set '
+                         f'is {os.path.abspath(root)}: delete {path}')
+    elif jax.process_index() == 0:
+      from a2p_jax.data.interhand26m import InterHand26M
+      from a2p_jax.teacher import precompute
+      full = InterHand26M(root, d.train_split, mano_dir=d.mano_dir or None, progress=False)
+      print(f'computing oracle priors of {root} ({d.train_split}) into {path}', flush=True)
+      precompute.precompute('oracle', full, path, source_info={
+          'dataset': 'synthetic', 'root': os.path.abspath(root), 'split': d.train_split})
+    _sync('prior_store')
+  else:
+    path = d.priors
+  store = teacher_lib.open_store(path)
+  store.check_covers(teacher_lib.source_annot_ids(src))
+  teacher_lib.select_channels(store.meta, d.get('prior_groups') or None)  # names exist
+  return store
