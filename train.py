@@ -26,7 +26,10 @@ def main(argv):
   import jax
   if FLAGS.distributed:
     jax.distributed.initialize()
-  from a2p_jax.train.stage1 import train_and_evaluate
+  if FLAGS.config.get('stage', 'stage1') == 'stage2':
+    from a2p_jax.train.stage2 import train_and_evaluate
+  else:
+    from a2p_jax.train.stage1 import train_and_evaluate
   train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

@@ -1,0 +1,306 @@
+"""Stage-2 training (the conditional diffusion model): `train_and_evaluate(config, workdir)`.
+
+Read top to bottom: mesh, input (pairs -> normalized state vectors and
+their statistics), model and optimizer, the jitted update step, checkpoint
+restore, the loop. Forked from stage1.py where they differ: the input is a
+small in-memory pair set, so batches are drawn by index from
+(config.seed, step) on the host (a resumed run draws what an uninterrupted
+one would; no iterator state). The normalization statistics are part of
+the checkpointed tree: {'train': (model, optimizer) state, 'stats':
+{'mean', 'std'}}.
+"""
+
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from a2p_jax.data.hands import load_hand_models
+from a2p_jax.diffusion import pairs as pairs_lib
+from a2p_jax.diffusion import schedule as schedule_lib
+from a2p_jax.diffusion import state as state_lib
+from a2p_jax.models.denoiser import Denoiser
+from a2p_jax.train import checkpoint as ckpt_lib
+from a2p_jax.train import input as input_lib
+from a2p_jax.train import metrics as metrics_lib
+from a2p_jax.train import sharding as shard_lib
+from a2p_jax.train.stage1 import NonFiniteError, _Preemption
+
+
+def _sync(name: str):
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+def pairs_path(config, workdir: str) -> str:
+  """config.data.pairs_file, or WORKDIR/data/pairs_<split>_<num>_<seed>.npz
+  built once (process 0) from the data set's ground truth."""
+  d = config.data
+  if d.pairs_file:
+    if not os.path.exists(d.pairs_file):
+      raise FileNotFoundError(f'config.data.pairs_file={d.pairs_file!r} does not exist')
+    return d.pairs_file
+  path = os.path.join(workdir, 'data', f'pairs_{d.train_split}_{d.num_pairs}_{config.seed}.npz')
+  if jax.process_index() == 0 and not os.path.exists(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    models = load_hand_models(d.mano_dir or None)
+    src = input_lib.source(config, workdir, d.train_split)
+    gt = pairs_lib.ground_truth(src, models, max_examples=d.max_examples or None,
+                                progress=config.progress)
+    print(f'building {d.num_pairs} stage-2 pairs from {len(gt["betas"])} ground truths',
+          flush=True)
+    g, c = pairs_lib.perturbed_pairs(gt, models, int(d.num_pairs), seed=config.seed,
+                                     min_depth_m=d.pairs_min_depth_mm / 1000.0,
+                                     progress=config.progress)
+    tmp = path + '.tmp.npz'
+    pairs_lib.save(tmp, g, c)
+    os.replace(tmp, path)
+  _sync('stage2_pairs')
+  return path
+
+
+def load_pairs(config, workdir: str):
+  """(x0 (N, DIM), x_c (N, DIM), source (N,)) unnormalized: the perturbed
+  pairs and, if configured, the stage-1 prediction pairs (source 1)."""
+  gt, cond, source = pairs_lib.load(pairs_path(config, workdir))
+  if config.data.stage1_pairs_file:
+    g1, c1, _ = pairs_lib.load(config.data.stage1_pairs_file)
+    gt, cond = pairs_lib.concat(gt, g1), pairs_lib.concat(cond, c1)
+    source = np.concatenate([np.zeros(len(source), np.int8), np.ones(len(g1['betas']), np.int8)])
+  to = jax.jit(state_lib.to_state)
+  return np.asarray(to(gt)), np.asarray(to(cond)), source
+
+
+def draw_indices(config, step: int, source: np.ndarray) -> np.ndarray:
+  """Global batch indices of a step: a function of (seed, step) only; with
+  two sources, each example comes from source 1 with probability
+  config.data.stage1_fraction."""
+  rng = np.random.default_rng([config.seed, 2, step])
+  n = config.batch_size
+  idx0, idx1 = np.flatnonzero(source == 0), np.flatnonzero(source == 1)
+  if len(idx1) == 0:
+    return rng.integers(0, len(source), n)
+  if len(idx0) == 0:
+    return idx1[rng.integers(0, len(idx1), n)]
+  from1 = rng.random(n) < config.data.stage1_fraction
+  return np.where(from1, idx1[rng.integers(0, len(idx1), n)], idx0[rng.integers(0, len(idx0), n)])
+
+
+def build_model(config):
+  return Denoiser(config.model, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+
+
+def make_optimizer(config):
+  o = config.optim
+  lr = optax.constant_schedule(o.lr)
+  if o.warmup_steps:
+    lr = optax.join_schedules([optax.linear_schedule(0.0, o.lr, o.warmup_steps), lr],
+                              [o.warmup_steps])
+  tx = optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+  if o.grad_clip:
+    tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), tx)
+  return tx, lr
+
+
+def create_train_state(config, mesh):
+  """(graphdef, state, state_sharding, lr_fn): split (model, optimizer) on the mesh."""
+  model = build_model(config)
+  tx, lr_fn = make_optimizer(config)
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  graphdef, state = nnx.split((model, optimizer))
+  state_sharding = shard_lib.state_shardings(mesh, state)
+  return graphdef, jax.device_put(state, state_sharding), state_sharding, lr_fn
+
+
+def _mano_terms(pred_z, x0_z, stats, mano):
+  """Joint and vertex mean squared errors (cm^2) in the right-root frame."""
+  zero = jnp.zeros(pred_z.shape[:1] + (3,), pred_z.dtype)
+  p = state_lib.from_state(state_lib.denormalize(pred_z, stats), zero)
+  g = state_lib.from_state(state_lib.denormalize(x0_z, stats), zero)
+  jp, jg = state_lib.joints(p, mano), state_lib.joints(g, mano)
+  vp, vg = state_lib.meshes(p, mano), state_lib.meshes(g, mano)
+  sq = lambda a, b: 1e4 * jnp.mean(jnp.sum((a - b) ** 2, -1))
+  return sq(jp, jg), 0.5 * (sq(vp[0], vg[0]) + sq(vp[1], vg[1]))
+
+
+def make_train_step(graphdef, config):
+  """Pure step over the split state; non-finite updates are skipped and flagged."""
+  alpha_bar = jnp.asarray(schedule_lib.cosine_alpha_bar(config.diffusion.num_steps))
+  w = config.loss
+  key0 = jax.random.key(config.seed)
+  use_mano = bool(w.joints or w.vertices)
+
+  def train_step(state, batch, stats, mano, step):
+    train_step.traces += 1
+    model, optimizer = nnx.merge(graphdef, state)
+    model.train()
+    key = jax.random.fold_in(key0, step)
+    x0 = state_lib.normalize(batch['x0'], stats)
+    x_c = state_lib.normalize(batch['x_c'], stats)
+    kt, kn = jax.random.split(key)
+    t = schedule_lib.sample_t(kt, x0.shape[:1], config.diffusion.num_steps)
+    x_t = schedule_lib.q_sample(x0, t, jax.random.normal(kn, x0.shape, x0.dtype), alpha_bar)
+
+    def loss_fn(model):
+      pred = model(x_t, t, x_c)
+      l_x0 = jnp.mean(jnp.sum((pred - x0) ** 2, -1))
+      metrics = {'loss_x0': l_x0}
+      total = w.x0 * l_x0
+      if use_mano:
+        lj, lv = _mano_terms(pred, x0, stats, mano)
+        total = total + w.joints * lj + w.vertices * lv
+        metrics.update(loss_joints_cm2=lj, loss_vertices_cm2=lv)
+      return total, metrics
+
+    (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    grad_norm = optax.global_norm(grads)
+    optimizer.update(model, grads)
+    new_state = nnx.state((model, optimizer))
+    finite = jax.tree.reduce(jnp.logical_and,
+                             jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), nnx.state(model)),
+                             jnp.bool_(True))
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & finite
+    new_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, state)
+    return new_state, dict(metrics, loss=loss, grad_norm=grad_norm,
+                           nonfinite=(~ok).astype(jnp.float32))
+
+  train_step.traces = 0
+  return train_step
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains stage 2. Returns {'metrics', 'history', 'step',
+  'train_step_traces', 'state', 'stats'}."""
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+  writer = metrics_lib.Writer(workdir)
+
+  # Mesh.
+  mesh = shard_lib.make_mesh(config.mesh.fsdp)
+  local_batch = shard_lib.check_batch_size(config.batch_size, mesh)
+  data_sharding = shard_lib.batch_sharding(mesh)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  # Input: pairs -> state vectors; statistics from the training targets.
+  models_np = load_hand_models(config.data.mano_dir or None)
+  x0_all, xc_all, source = load_pairs(config, workdir)
+  stats_np = state_lib.compute_stats(x0_all)
+  num_steps = int(config.num_train_steps)
+  if is_main:
+    print(f'stage 2: {len(source)} pairs ({int(np.sum(source == 1))} from stage 1)', flush=True)
+
+  # Model, optimizer, shardings.
+  graphdef, train_state, state_sharding, lr_fn = create_train_state(config, mesh)
+  stats = jax.device_put({k: jnp.asarray(v) for k, v in stats_np.items()}, replicated)
+  mano = jax.device_put(tuple(models_np), replicated)
+  if is_main:
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
+        nnx.state(nnx.merge(graphdef, train_state)[0], nnx.Param)))
+    print(f'denoiser parameters: {n_params / 1e6:.2f}M', flush=True)
+
+  # Update step.
+  step_fn = make_train_step(graphdef, config)
+  train_step = jax.jit(step_fn,
+                       in_shardings=(state_sharding, data_sharding, replicated, replicated, None),
+                       out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+
+  # Restore (the statistics come back with the state; a resumed run keeps them).
+  mngr = ckpt_lib.manager(workdir, max_to_keep=config.keep_checkpoints,
+                          async_save=config.async_checkpoints)
+  start, restored, _ = ckpt_lib.restore_latest(mngr, {'train': train_state, 'stats': stats})
+  if restored is not None:
+    train_state, stats = restored['train'], restored['stats']
+    if is_main:
+      print(f'resumed from step {start} in {mngr.directory}', flush=True)
+  start = int(start or 0)
+
+  # Loop.
+  meta = {'config': config.to_json_best_effort(), 'stage': 'stage2'}
+  lo = jax.process_index() * local_batch
+  pbar = None
+  if is_main and config.progress:
+    from tqdm import tqdm
+    pbar = tqdm(total=num_steps, initial=start, desc='stage2', unit='step', dynamic_ncols=True)
+  acc, n_acc, t_log = None, 0, time.perf_counter()
+  last, history = {}, []
+  step = start
+  with _Preemption() as preempt:
+    while step < num_steps:
+      idx = draw_indices(config, step, source)[lo:lo + local_batch]
+      batch = shard_lib.global_batch({'x0': x0_all[idx], 'x_c': xc_all[idx]}, data_sharding)
+      train_state, m = train_step(train_state, batch, stats, mano, jnp.asarray(step, jnp.int32))
+      step += 1
+      acc = m if acc is None else jax.tree.map(jnp.add, acc, m)
+      n_acc += 1
+      if pbar is not None:
+        pbar.update(1)
+      log_now = step % config.log_every == 0 or step == num_steps
+      save_now = step % config.checkpoint_every == 0 or step == num_steps or preempt.requested
+      if log_now or save_now:
+        host = {k: float(v) / n_acc for k, v in jax.device_get(acc).items()}
+        if host['nonfinite'] > 0:
+          raise NonFiniteError(
+              f'non-finite loss or gradient at step <= {step} (the update was skipped; '
+              f'the last checkpoint in {mngr.directory} is intact): {host}')
+        dt = time.perf_counter() - t_log
+        host['nonfinite'] = 0.0
+        host['learning_rate'] = float(lr_fn(step))
+        host['examples_per_s'] = n_acc * config.batch_size / dt
+        writer.scalars(step, host, console=pbar is None or log_now)
+        history.append(dict(host, step=step))
+        last = host
+        acc, n_acc, t_log = None, 0, time.perf_counter()
+      if save_now:
+        ckpt_lib.save(mngr, step, {'train': train_state, 'stats': stats}, None, meta, force=True)
+      if preempt.requested:
+        print(f'SIGTERM: saved step {step}, exiting', flush=True)
+        break
+  mngr.wait_until_finished()
+  mngr.close()
+  if pbar is not None:
+    pbar.close()
+  writer.flush()
+  writer.close()
+  return {'metrics': last, 'history': history, 'step': step,
+          'train_step_traces': step_fn.traces, 'state': train_state, 'stats': stats}
+
+
+def restore(workdir: str, config=None):
+  """(graphdef, model_state, stats numpy, config) of the denoiser in
+  WORKDIR's newest checkpoint (config from the checkpoint unless given)."""
+  mngr = ckpt_lib.manager(workdir, async_save=False)
+  try:
+    steps = mngr.all_steps()
+    if not steps:
+      raise ckpt_lib.CheckpointError(f'no stage-2 checkpoint in {mngr.directory}')
+    if config is None:
+      import orbax.checkpoint as ocp
+      meta = mngr.restore(max(steps), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      config = ml_collections.ConfigDict(json.loads(meta['meta']['config']))
+    mesh = shard_lib.make_mesh(1)
+    graphdef, train_state, _, _ = create_train_state(config, mesh)
+    like = {'train': train_state,
+            'stats': {'mean': jnp.zeros(state_lib.DIM), 'std': jnp.ones(state_lib.DIM)}}
+    _, restored, _ = ckpt_lib.restore_latest(mngr, like)
+  finally:
+    mngr.close()
+  model, _ = nnx.merge(graphdef, restored['train'])
+  model_graphdef, model_state = nnx.split(model)
+  stats = {k: np.asarray(v) for k, v in restored['stats'].items()}
+  return model_graphdef, model_state, stats, config
+
+
+def load_repair(workdir: str, *, mano_dir=None, config=None):
+  """(jitted gated repair fn, config) from a stage-2 workdir (a2p_jax.diffusion.repair)."""
+  from a2p_jax.diffusion import repair as repair_lib
+  graphdef, model_state, stats, config = restore(workdir, config)
+  models = load_hand_models(mano_dir if mano_dir is not None else (config.data.mano_dir or None))
+  return repair_lib.make_repair(graphdef, model_state, stats, models, config), config

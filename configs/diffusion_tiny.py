@@ -1,0 +1,46 @@
+"""A small stage-2 diffusion model on the synthetic set (procedural hand,
+NOT MANO): trains on a 2-core CPU in a few minutes (the demo uses it).
+
+    python train.py --config configs/diffusion_tiny.py --workdir /tmp/a2p_diffusion
+
+The synthetic set and the perturbed-ground-truth pairs are generated into
+WORKDIR/data on first use. `get_config('test')`: a few steps, for tests.
+"""
+
+from configs import a2p_diffusion
+
+
+def get_config(arg=None):
+  c = a2p_diffusion.base()
+  c.batch_size = 64
+  c.num_train_steps = 3000
+  c.log_every = 100
+  c.checkpoint_every = 1000
+  c.data.dataset = 'synthetic'
+  c.data.synthetic_frames = 400
+  c.data.num_pairs = 2000
+  c.model.latent_dim = 128
+  c.model.num_layers = 3
+  c.model.num_heads = 4
+  c.model.ff_dim = 256
+  c.model.dropout = 0.0
+  c.optim.lr = 1e-3
+  c.optim.warmup_steps = 100
+  c.sampling.num_steps = 8
+  if arg == 'test':
+    c.batch_size = 8
+    c.num_train_steps = 6
+    c.log_every = 2
+    c.checkpoint_every = 3
+    c.progress = False
+    c.async_checkpoints = False
+    c.data.synthetic_frames = 12
+    c.data.synthetic_image_size = (32, 32)
+    c.data.num_pairs = 32
+    c.model.latent_dim = 32
+    c.model.num_layers = 1
+    c.model.ff_dim = 64
+    c.sampling.num_steps = 4
+  elif arg:
+    raise ValueError(f'unknown config arg {arg!r} (expected none or "test")')
+  return c
