@@ -187,3 +187,13 @@ def test_prior_store_from_config(syn, tmp_path):
   with pytest.raises(KeyError, match='987654') as e:
     input_lib.prior_store(_config(syn['root'], syn['store'].path), str(tmp_path), Bigger())
   assert syn['store'].path in str(e.value)
+
+
+def test_cli_writes_the_same_store(syn, tmp_path):
+  out = str(tmp_path / 'cli')
+  pre.main(['--teacher', 'oracle', '--dataset', 'synthetic', '--root', syn['root'],
+            '--split', 'train', '--out', out, '--shard_size', '5'])
+  st = store_lib.open_store(out)
+  assert store_lib.is_complete(out) and len(st) == len(syn['store'])
+  for aid in syn['store'].ids():
+    np.testing.assert_array_equal(st.get(aid)[0], syn['store'].get(aid)[0])

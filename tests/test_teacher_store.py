@@ -133,3 +133,12 @@ def test_oracle_flip_permutation_is_an_involution():
   for c, d in enumerate(perm):
     assert names[c].replace('right', 'X').replace('left', 'right').replace('X', 'left') \
         == names[d]
+
+
+def test_teacher_package_does_not_import_torch():
+  import subprocess
+  import sys
+  code = ('import sys, a2p_jax.teacher, a2p_jax.teacher.sapiens, a2p_jax.teacher.precompute; '
+          'assert "torch" not in sys.modules')
+  subprocess.run([sys.executable, '-c', code], check=True, timeout=120,
+                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
