@@ -12,8 +12,8 @@ Layout of a store directory:
 A record: header `<4sBcHHHq` (b'A2PR', version 1, dtype code b'e' = float16,
 h, w, C, annot_id), the affine (2, 3) float32 (source image px -> map px,
 pixel centres at integers), then maps (h, w, C) float16 in C order. The
-default grid (32, 24) with the oracle's 57 channels is 87,552 + 64 bytes
-before compression (Sapiens: 46 channels, 70,656 + 64 bytes).
+default grid (32, 24) with the oracle's 57 channels is 87,552 + 44 bytes
+before compression (Sapiens: 46 channels, 70,656 + 44 bytes).
 
 Channels. meta['groups'] = {'keypoint': [...], 'segmentation': [...],
 'depth': [...]} lists the stored channel indices of each group. flip_matrix
