@@ -31,6 +31,7 @@ so it can travel to grain worker processes.
 import json
 import os
 import struct
+import threading
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -159,6 +160,7 @@ class PriorStore:
                        f'{self.flip_matrix.shape}, expected {(self.num_channels,) * 2}')
     self._index = None
     self._readers: Dict[int, object] = {}
+    self._lock = threading.Lock()  # grain reads from several threads
 
   # Pickles to its path: each process reopens the files lazily.
   def __getstate__(self):
@@ -170,6 +172,12 @@ class PriorStore:
   def _load_index(self):
     if self._index is not None:
       return self._index
+    with self._lock:
+      if self._index is None:
+        self._index = self._build_index()
+    return self._index
+
+  def _build_index(self):
     ids, shard, pos = [], [], []
     for k in committed_shards(self.path):
       f = os.path.join(self.path, shard_name(k) + '.ids.npy')
@@ -190,8 +198,7 @@ class PriorStore:
     dup = np.nonzero(ids[1:] == ids[:-1])[0]
     if len(dup):
       raise StoreError(f'{self.path}: annot_id {int(ids[dup[0]])} is stored twice')
-    self._index = (ids, shard, pos)
-    return self._index
+    return ids, shard, pos
 
   def ids(self) -> np.ndarray:
     """Sorted int64 annot_ids of the store."""
@@ -209,6 +216,13 @@ class PriorStore:
     return self._row(annot_id) is not None
 
   def _reader(self, k: int):
+    r = self._readers.get(k)
+    if r is not None:
+      return r
+    with self._lock:
+      return self._open_reader(k)
+
+  def _open_reader(self, k: int):
     r = self._readers.get(k)
     if r is None:
       from array_record.python.array_record_module import ArrayRecordReader
