@@ -120,12 +120,15 @@ def perturb(gt, rng: np.random.Generator, scale, models, *, finger_rad=0.15, rel
 
 
 def perturbed_pairs(gt, models, num: int, *, seed: int = 0, rungs: int = 8,
-                    min_depth_m: float = 0.001, progress: bool = True):
+                    min_depth_m: float = 0.001, candidates: int = 4 * _CHUNK,
+                    progress: bool = True):
   """`num` pairs (gt, cond) from ground truth (M, ...): random ground
   truths, each perturbed at scales k / rungs, k = 1.. until its penetration
   depth exceeds min_depth_m (those that never do are dropped and redrawn)."""
   rng = np.random.default_rng(seed)
   m = len(gt['betas'])
+  if m == 0:
+    raise ValueError('perturbed_pairs: no ground truth to perturb')
   got = {'gt': [], 'cond': []}
   have = 0
   pbar = None
@@ -133,7 +136,7 @@ def perturbed_pairs(gt, models, num: int, *, seed: int = 0, rungs: int = 8,
     from tqdm import tqdm
     pbar = tqdm(total=num, desc='perturbed pairs', unit='pair', dynamic_ncols=True)
   while have < num:
-    idx = rng.integers(0, m, _CHUNK * 4)
+    idx = rng.integers(0, m, candidates)
     base = {k: v[idx] for k, v in gt.items()}
     done = np.zeros(len(idx), bool)
     for k in range(1, rungs + 1):

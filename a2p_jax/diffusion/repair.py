@@ -12,8 +12,6 @@ no pair of the batch is gated the sampler is skipped (lax.cond), so clean
 batches cost the gate only. info: {'gated', 'iou', 'penetrating'} (B,).
 """
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,7 +37,7 @@ def sampling_arrays(config):
 
 
 def make_sample_fn(graphdef, config, models):
-  """Un-jitted (model_state, stats, params, gate_unused, key) -> repaired params for
+  """Un-jitted (model_state, stats, params, key) -> repaired params for
   every pair (the diffusion + guidance, no gating)."""
   alpha_bar, ts, lam = sampling_arrays(config)
   s = config.sampling
@@ -50,16 +48,13 @@ def make_sample_fn(graphdef, config, models):
     root_right = params['root_cam'][:, 0]
     x_c = state_lib.normalize(state_lib.to_state(params), stats)
     grad_fn = guidance_lib.make_guide_grad(stats, models, root_right, config.collision)
-    use_guidance = s.guidance_scale > 0
+    use_guidance = s.guidance_scale > 0 or (s.final_steps and s.final_scale > 0)
     z = sampler_lib.ddim_sample(lambda x, t, c: model(x, t, c), x_c, key, alpha_bar=alpha_bar,
                                 timesteps=ts, eta=s.eta,
                                 guide_grad=grad_fn if use_guidance else None, lambdas=lam,
-                                max_step=s.guidance_max_step)
-    # Optional pure-guidance refinement of the final sample.
-    if s.final_steps and s.final_scale > 0:
-      def body(_, z):
-        return z - sampler_lib.clip_step(s.final_scale * grad_fn(z), s.guidance_max_step)
-      z = jax.lax.fori_loop(0, int(s.final_steps), body, z)
+                                max_step=s.guidance_max_step,
+                                refine_steps=int(s.final_steps) if use_guidance else 0,
+                                refine_lambda=s.final_scale)
     return state_lib.from_state(state_lib.denormalize(z, stats), root_right)
 
   return sample

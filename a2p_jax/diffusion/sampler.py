@@ -41,19 +41,28 @@ def clip_step(step, max_norm):
 
 def ddim_sample(denoise_fn: Callable, x_c, key, *, alpha_bar, timesteps, eta: float = 0.0,
                 guide_grad: Optional[Callable] = None, lambdas=None, max_step: float = 0.0,
-                x_init=None):
+                x_init=None, refine_steps: int = 0, refine_lambda: float = 0.0):
   """DDIM sample (B, D) given the condition x_c (B, D).
 
   denoise_fn(x_t, t (B,) int32, x_c) -> x0; guide_grad(x0) -> d loss / d x0
   (B, D) or None (no guidance); lambdas (S,) per step of `timesteps`
   (descending int32, from schedule.ddim_timesteps); max_step caps each
   sample's guidance step (L2, 0: off); x_init: x_T (default N(0, I) from key).
+  refine_steps: guidance-only steps on the final sample (x0 = x, weight
+  refine_lambda), run as extra iterations of the same scan (one traced
+  guidance gradient, not two).
   """
   alpha_bar = jnp.asarray(alpha_bar, jnp.float32)
   ts = jnp.asarray(timesteps, jnp.int32)
-  t_prev = jnp.concatenate([ts[1:], jnp.full((1,), -1, jnp.int32)])
   lam = jnp.zeros(ts.shape, jnp.float32) if lambdas is None else jnp.asarray(lambdas,
                                                                             jnp.float32)
+  refine = jnp.zeros(ts.shape, bool)
+  if refine_steps:
+    ts = jnp.concatenate([ts, jnp.zeros((refine_steps,), jnp.int32)])
+    lam = jnp.concatenate([lam, jnp.full((refine_steps,), refine_lambda, jnp.float32)])
+    refine = jnp.concatenate([refine, jnp.ones((refine_steps,), bool)])
+  t_prev = jnp.concatenate([ts[1:], jnp.full((1,), -1, jnp.int32)])
+  t_prev = jnp.where(refine | jnp.roll(refine, -1), -1, t_prev)
   b = x_c.shape[0]
   key, k0 = jax.random.split(key)
   x = jax.random.normal(k0, x_c.shape, x_c.dtype) if x_init is None else x_init
@@ -67,9 +76,11 @@ def ddim_sample(denoise_fn: Callable, x_c, key, *, alpha_bar, timesteps, eta: fl
 
   def step(carry, inp):
     x, key = carry
-    t, tp, lam_t = inp
+    t, tp, lam_t, is_refine = inp
     key, kz = jax.random.split(key)
-    x0 = jax.lax.stop_gradient(denoise_fn(x, jnp.full((b,), t, jnp.int32), x_c))
+    x0 = jax.lax.cond(is_refine, lambda x: x,
+                      lambda x: denoise_fn(x, jnp.full((b,), t, jnp.int32), x_c), x)
+    x0 = jax.lax.stop_gradient(x0)
     x0 = guide(x0, lam_t)
     ab = alpha_bar[t]
     ab_prev = jnp.where(tp >= 0, alpha_bar[jnp.maximum(tp, 0)], 1.0)
@@ -80,7 +91,7 @@ def ddim_sample(denoise_fn: Callable, x_c, key, *, alpha_bar, timesteps, eta: fl
               + sigma * noise)
     return (x_prev, key), None
 
-  (x, _), _ = jax.lax.scan(step, (x, key), (ts, t_prev, lam))
+  (x, _), _ = jax.lax.scan(step, (x, key), (ts, t_prev, lam, refine))
   return x
 
 

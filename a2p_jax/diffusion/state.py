@@ -100,11 +100,13 @@ def compute_stats(x: np.ndarray) -> Dict[str, np.ndarray]:
 
 
 def normalize(x, stats):
-  return (x - stats['mean']) / stats['std']
+  b = lambda v: jnp.broadcast_to(jnp.asarray(v, x.dtype), x.shape)
+  return (x - b(stats['mean'])) / b(stats['std'])
 
 
 def denormalize(z, stats):
-  return z * stats['std'] + stats['mean']
+  b = lambda v: jnp.broadcast_to(jnp.asarray(v, z.dtype), z.shape)
+  return z * b(stats['std']) + b(stats['mean'])
 
 
 def params_from_mano(mano: dict, models) -> Dict[str, np.ndarray]:
