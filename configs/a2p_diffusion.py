@@ -72,7 +72,8 @@ def base() -> ml_collections.ConfigDict:
   c.sampling = ml_collections.ConfigDict()
   c.sampling.num_steps = 10         # DDIM steps over the 1000
   c.sampling.eta = 0.0
-  c.sampling.guidance_scale = 0.02  # lambda_t = scale (1 - t/T)^power, normalized units
+  c.sampling.start_frac = 1.0       # < 1: start from X_c noised to t = start_frac T (SDEdit-style)
+  c.sampling.guidance_scale = 0.002  # lambda_t = scale (1 - t/T)^power, normalized units
   c.sampling.guidance_power = 1.0
   c.sampling.guidance_start = 0.5   # no guidance while t/T > this
   c.sampling.guidance_max_step = 0.5   # L2 cap of one guidance step (normalized units)
@@ -87,6 +88,7 @@ def base() -> ml_collections.ConfigDict:
   c.gate = ml_collections.ConfigDict()
   c.gate.detector = 'collision'     # 'collision' (the loss's pairs) | 'depth' (exact inside test)
   c.gate.box_overlap = True         # also require IoU(box_right, box_left) > 0
+  c.gate.chunk = 8                  # gated pairs sampled this many at a time (0: whole batch)
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.fsdp = 1

@@ -30,6 +30,7 @@ def setup():
   cfg.sampling.guidance_scale = 0.05
   cfg.sampling.guidance_start = 1.0
   cfg.sampling.final_steps = 6
+  cfg.gate.chunk = 3  # 4 gated pairs: two chunks, the second part-filled
   cfg.sampling.final_scale = 0.05
   graphdef, st = nnx.split(Denoiser(cfg.model, rngs=nnx.Rngs(0)))
   x = np.asarray(state_lib.to_state(g))

@@ -25,6 +25,8 @@ def test_ddim_timesteps_descend_over_the_range():
   assert np.all(np.diff(ts) < 0)
   with pytest.raises(ValueError):
     schedule_lib.ddim_timesteps(T, 0)
+  part = schedule_lib.ddim_timesteps(T, 4, start=499)
+  assert part[0] == 499 and part[-1] == 0
 
 
 def test_q_sample_endpoints():

@@ -7,9 +7,11 @@ params: {'pose_6d' (B, 2, 16, 6), 'betas' (B, 2, 10), 'root_cam' (B, 2, 3)}
 (stage 1's convention; other keys are ignored); boxes (B, 2, 4) the hands'
 2D boxes (x_min, y_min, x_max, y_max) px, right then left. A pair is
 repaired only when its boxes overlap (IoU > 0) and its meshes penetrate;
-the others come back unchanged (masking inside the compiled function). When
-no pair of the batch is gated the sampler is skipped (lax.cond), so clean
-batches cost the gate only. info: {'gated', 'iou', 'penetrating'} (B,).
+the others come back unchanged, inside the compiled function: the gated
+pairs are gathered into chunks of config.gate.chunk and a while loop
+samples ceil(num_gated / chunk) chunks (none for a clean batch), so the
+cost follows the number of penetrating pairs. info: {'gated', 'iou',
+'penetrating'} (B,).
 """
 
 import jax
@@ -30,7 +32,8 @@ def sampling_arrays(config):
   """(alpha_bar (T,), timesteps (S,), lambdas (S,)) from config.diffusion/sampling."""
   s = config.sampling
   alpha_bar = schedule_lib.cosine_alpha_bar(config.diffusion.num_steps)
-  ts = schedule_lib.ddim_timesteps(config.diffusion.num_steps, s.num_steps)
+  start = int(round(s.get('start_frac', 1.0) * (config.diffusion.num_steps - 1)))
+  ts = schedule_lib.ddim_timesteps(config.diffusion.num_steps, s.num_steps, start)
   lam = sampler_lib.lambda_schedule(ts, config.diffusion.num_steps, scale=s.guidance_scale,
                                     power=s.guidance_power, start_frac=s.guidance_start)
   return alpha_bar, ts, lam
@@ -49,12 +52,17 @@ def make_sample_fn(graphdef, config, models):
     x_c = state_lib.normalize(state_lib.to_state(params), stats)
     grad_fn = guidance_lib.make_guide_grad(stats, models, root_right, config.collision)
     use_guidance = s.guidance_scale > 0 or (s.final_steps and s.final_scale > 0)
+    x_init = None
+    if ts[0] < config.diffusion.num_steps - 1:  # start from the noised condition
+      key, k0 = jax.random.split(key)
+      x_init = schedule_lib.q_sample(x_c, jnp.full(x_c.shape[:1], ts[0], jnp.int32),
+                                     jax.random.normal(k0, x_c.shape, x_c.dtype), alpha_bar)
     z = sampler_lib.ddim_sample(lambda x, t, c: model(x, t, c), x_c, key, alpha_bar=alpha_bar,
                                 timesteps=ts, eta=s.eta,
                                 guide_grad=grad_fn if use_guidance else None, lambdas=lam,
                                 max_step=s.guidance_max_step,
                                 refine_steps=int(s.final_steps) if use_guidance else 0,
-                                refine_lambda=s.final_scale)
+                                refine_lambda=s.final_scale, x_init=x_init)
     return state_lib.from_state(state_lib.denormalize(z, stats), root_right)
 
   return sample
@@ -69,6 +77,7 @@ def make_repair(graphdef, model_state, stats, models, config):
   stats = {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()}
   detector = config.gate.detector
   use_boxes = config.gate.box_overlap
+  chunk = int(config.gate.get('chunk', 0))
 
   @jax.jit
   def repair(model_state, stats, params, boxes, key):
@@ -77,10 +86,8 @@ def make_repair(graphdef, model_state, stats, models, config):
     iou = geometry.box_iou(boxes[:, 0], boxes[:, 1])
     pen = guidance_lib.penetrating(params, models, config.collision, detector)
     gate = pen & (iou > 0) if use_boxes else pen
-    out = jax.lax.cond(jnp.any(gate), lambda p: sample(model_state, stats, p, key),
-                       lambda p: p, params)
-    sel = lambda new, old: jnp.where(gate.reshape((b,) + (1,) * (old.ndim - 1)), new, old)
-    out = jax.tree.map(sel, out, params)
+    cap = b if not chunk or chunk >= b else int(chunk)
+    out = _gated_chunks(lambda p, k: sample(model_state, stats, p, k), params, gate, key, cap)
     return out, {'gated': gate, 'iou': iou, 'penetrating': pen}
 
   def fn(params, boxes, key):
@@ -88,6 +95,31 @@ def make_repair(graphdef, model_state, stats, models, config):
 
   fn.jitted = repair
   return fn
+
+
+def _gated_chunks(sample, params, gate, key, cap: int):
+  """Runs `sample` only on the gated pairs, `cap` at a time: the gated
+  indices are gathered into fixed-size chunks and a while loop runs
+  ceil(num_gated / cap) of them (0 when nothing is gated), so the cost
+  follows the number of penetrating pairs, not the batch size; ungated pairs
+  keep their input values exactly."""
+  b = gate.shape[0]
+  n_chunks = -(-b // cap)
+  order = jnp.argsort(~gate, stable=True).astype(jnp.int32)  # gated first
+  order = jnp.concatenate([order, jnp.full((n_chunks * cap - b,), b, jnp.int32)])
+  n_gated = jnp.sum(gate.astype(jnp.int32))
+
+  def body(i, out):
+    pos = i * cap + jnp.arange(cap, dtype=jnp.int32)
+    idx = jax.lax.dynamic_slice(order, (i * cap,), (cap,))
+    valid = pos < n_gated
+    take = jnp.where(valid, idx, 0)
+    sub = jax.tree.map(lambda v: v[take], params)
+    rep = sample(sub, jax.random.fold_in(key, i))
+    put = jnp.where(valid, idx, b)  # out of range: dropped
+    return jax.tree.map(lambda o, r: o.at[put].set(r, mode='drop'), out, rep)
+
+  return jax.lax.fori_loop(0, (n_gated + cap - 1) // cap, body, params)
 
 
 def load(workdir: str, *, mano_dir=None, config=None):

@@ -26,11 +26,15 @@ def q_sample(x0, t, noise, alpha_bar):
   return jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * noise
 
 
-def ddim_timesteps(num_steps: int, num_sample_steps: int) -> np.ndarray:
-  """Strided timesteps, descending from T-1 to 0 (int32, num_sample_steps)."""
-  if not 1 <= num_sample_steps <= num_steps:
-    raise ValueError(f'num_sample_steps must be in [1, {num_steps}], got {num_sample_steps}')
-  return np.round(np.linspace(num_steps - 1, 0, num_sample_steps)).astype(np.int32)
+def ddim_timesteps(num_steps: int, num_sample_steps: int, start: int = None) -> np.ndarray:
+  """Strided timesteps, descending from `start` (default T-1) to 0 (int32,
+  num_sample_steps)."""
+  start = num_steps - 1 if start is None else int(start)
+  if not 0 <= start < num_steps:
+    raise ValueError(f'start must be in [0, {num_steps - 1}], got {start}')
+  if not 1 <= num_sample_steps <= start + 1:
+    raise ValueError(f'num_sample_steps must be in [1, {start + 1}], got {num_sample_steps}')
+  return np.round(np.linspace(start, 0, num_sample_steps)).astype(np.int32)
 
 
 def sample_t(key, shape, num_steps: int):
