@@ -116,3 +116,43 @@ def restore_latest(mngr: ocp.CheckpointManager, state_like: Any, data_iter=None)
   raise CheckpointError('no checkpoint in ' + str(mngr.directory) + ' could be restored '
                         '(refusing to start from scratch over them):\n  ' +
                         '\n  '.join(failures))
+
+
+def restore_exact(mngr: ocp.CheckpointManager, state_like: Any, step: Optional[int] = None):
+  """(step, state, meta) of checkpoint `step` (default: the newest), for
+  evaluation and inference: no fallback; an unreadable checkpoint or none
+  at all is a CheckpointError naming the directory."""
+  steps = sorted(mngr.all_steps())
+  if not steps:
+    raise CheckpointError(f'no checkpoint in {mngr.directory}')
+  step = steps[-1] if step is None else int(step)
+  if step not in steps:
+    raise CheckpointError(f'no checkpoint for step {step} in {mngr.directory} (have {steps})')
+  items = {'state': ocp.args.StandardRestore(_abstract(flatten(state_like))),
+           'meta': ocp.args.JsonRestore()}
+  try:
+    got = mngr.restore(step, args=ocp.args.Composite(**items))
+  except Exception as e:  # noqa: BLE001
+    raise CheckpointError(f'checkpoint {os.path.join(str(mngr.directory), str(step))} is '
+                          f'unreadable ({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""})'
+                          ) from None
+  return step, unflatten(got['state'], state_like), got['meta']
+
+
+def read_meta(workdir: str, step: Optional[int] = None) -> tuple:
+  """(step, meta dict) of a checkpoint without building a model (the model's
+  config and prior channels live there)."""
+  import json
+  root = os.path.join(workdir, 'checkpoints')
+  steps = sorted(int(s) for s in os.listdir(root) if s.isdigit()) if os.path.isdir(root) else []
+  if not steps:
+    raise CheckpointError(f'no checkpoint in {os.path.abspath(root)} '
+                          f'(train first, or give the workdir of a training run)')
+  step = steps[-1] if step is None else int(step)
+  path = os.path.join(root, str(step), 'meta', 'metadata')
+  try:
+    with open(path) as f:
+      return step, json.load(f)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f'checkpoint {os.path.join(root, str(step))}: cannot read its '
+                          f'meta item {path} ({e})') from None

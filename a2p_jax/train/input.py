@@ -89,7 +89,9 @@ def train_dataset(config, src, models, *, local_batch: int, priors=None,
       src, cfg=augment_config(config), models=models, batch_size=local_batch,
       seed=config.seed, training=True, num_epochs=num_epochs,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      num_workers=config.data.num_workers, **({'priors': priors} if priors is not None else {}))
+      num_workers=config.data.num_workers,
+      **({'priors': priors, 'prior_groups': config.data.prior_groups or None}
+         if priors is not None else {}))
 
 
 def prior_store(config, workdir: str, src):

@@ -16,9 +16,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 BATCH_AXES = ('data', 'fsdp')
 
 
-def make_mesh(fsdp: int = 1) -> Mesh:
-  """Mesh ('data', 'fsdp') over jax.devices(); fsdp must divide the count."""
-  devices = jax.devices()
+def make_mesh(fsdp: int = 1, devices=None) -> Mesh:
+  """Mesh ('data', 'fsdp') over `devices` (default jax.devices()); fsdp
+  must divide the count."""
+  devices = jax.devices() if devices is None else list(devices)
   n = len(devices)
   if fsdp < 1 or n % fsdp:
     raise ValueError(f'config.mesh.fsdp={fsdp} must divide the device count {n}')

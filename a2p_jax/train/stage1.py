@@ -20,6 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from a2p_jax import teacher
 from a2p_jax.data.hands import load_hand_models
 from a2p_jax.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
 from a2p_jax.models import losses as losses_lib
@@ -68,7 +69,9 @@ def fae_probability(config, step):
 def normalize(images_u8):
   """uint8 crops -> float32 with ImageNet statistics (on device: the host
   sends 4x fewer bytes)."""
-  return (images_u8.astype(jnp.float32) - IMAGENET_MEAN) / IMAGENET_STD
+  mean = jnp.asarray(IMAGENET_MEAN).reshape((1,) * (images_u8.ndim - 1) + (3,))
+  std = jnp.asarray(IMAGENET_STD).reshape((1,) * (images_u8.ndim - 1) + (3,))
+  return (images_u8.astype(jnp.float32) - mean) / std
 
 
 def build_model(config, prior_channels: int):
@@ -191,7 +194,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   train_iter = iter(train_ds)
 
   # Model, optimizer, state shardings.
-  prior_channels = priors.num_channels if priors is not None else 1
+  prior_channels = (teacher.prior_channels(priors, config.data.prior_groups or None)
+                    if priors is not None else 1)
   graphdef, state, state_sharding, lr_fn = create_train_state(
       config, prior_channels, steps_per_epoch, mesh)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

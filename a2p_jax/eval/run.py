@@ -1,0 +1,166 @@
+"""Evaluation entry points: a predictions file, or a trained checkpoint."""
+
+import os
+import time
+from typing import Optional
+
+from a2p_jax.eval import evaluate, report
+from a2p_jax.eval.predictions import Predictions
+
+
+def dataset(name: str, root: str, split: str, *, mano_dir: Optional[str] = None,
+            subset: Optional[str] = None):
+  """The reader for a data set split (InterHand2.6M layout, HIC or synthetic)."""
+  if not root or not os.path.isdir(root):
+    raise FileNotFoundError(f'--root {root!r} is not a directory')
+  if name in ('synthetic', 'interhand26m'):
+    from a2p_jax.data.interhand26m import InterHand26M
+    return InterHand26M(root, split, mano_dir=mano_dir, subset=subset)
+  if name == 'hic':
+    if split != 'test':
+      raise ValueError(f'HIC has only a test split, got --split {split!r}')
+    from a2p_jax.data.hic import HIC
+    return HIC(root, mano_dir=mano_dir)
+  raise ValueError(f'--dataset must be synthetic, interhand26m or hic, got {name!r}')
+
+
+def evaluate_predictions(path: str, name: str, root: str, split: str, out_dir: str, *,
+                         mano_dir: Optional[str] = None, subset: Optional[str] = None,
+                         penetration: bool = True, chunk: int = 64) -> dict:
+  """Scores a predictions file (see a2p_jax.eval.predictions) on a split."""
+  from a2p_jax.data.hands import load_hand_models
+  t0 = time.time()
+  preds = Predictions(path)
+  ds = dataset(name, root, split, mano_dir=mano_dir, subset=subset)
+  models = load_hand_models(mano_dir)
+  # Coverage first, so a bad file fails before minutes of scoring.
+  ids = [int(ds[i]['annot_id']) for i in range(len(ds))]
+  missing = [a for a in ids if a not in preds.ids()]
+  if missing:
+    from a2p_jax.eval.predictions import PredictionsError
+    raise PredictionsError(f'{path}: no prediction for annotation id {missing[0]} '
+                           f'({len(missing)} of {len(ids)} ids of {name}/{split} missing)')
+
+  def predict(exs):
+    gt = evaluate.ground_truth(exs, models)
+    preds.check_covers(gt['annot_id'], gt['mano_valid'])
+    return preds.hands([e['annot_id'] for e in exs], models)
+
+  res = evaluate.score(ds, predict, models, chunk=chunk, penetration=penetration)
+  meta = {'dataset': name, 'split': split, 'root': os.path.abspath(root), 'subset': subset,
+          'predictions': os.path.abspath(path), 'mano': mano_dir or 'procedural (NOT MANO)',
+          'seconds': round(time.time() - t0, 1)}
+  summary = report.write(out_dir, res, meta, examples=ds, predict=predict)
+  print(open(os.path.join(out_dir, 'report.md')).read())
+  print(f'wrote {out_dir}/report.json, report.md, per_sample.npz, figures/')
+  return summary
+
+
+def load_stage1(workdir: str, *, step: Optional[int] = None, mano_dir: Optional[str] = None):
+  """A trained stage-1 checkpoint: (config, predict, step, models).
+
+  predict(batch) takes pipeline batches (image uint8, affine, focal,
+  princpt; any batch size, padded to a fixed one so it compiles once) and
+  returns numpy {'joints' (n, 42, 3) m camera space, 'verts' (n, 2, V, 3),
+  'rel_root' (n, 3), 'pose_6d', 'betas', 'root_cam'}. The inference path:
+  the FAE replaces the teacher (no priors needed). The newest checkpoint
+  (or `step`) must restore: an unreadable one is a CheckpointError, never
+  a fallback (scores must say which weights they are)."""
+  import json
+
+  import jax
+  import ml_collections
+  import numpy as np
+  from flax import nnx
+
+  from a2p_jax.data.hands import load_hand_models
+  from a2p_jax.models import losses as losses_lib
+  from a2p_jax.train import checkpoint as ckpt_lib
+  from a2p_jax.train import sharding as shard_lib
+  from a2p_jax.train import stage1
+
+  step, meta = ckpt_lib.read_meta(workdir, step)
+  config = ml_collections.ConfigDict(json.loads(meta['config']))
+  mesh = shard_lib.make_mesh(1)
+  graphdef, state, _, _ = stage1.create_train_state(config, int(meta['prior_channels']), 1, mesh)
+  mngr = ckpt_lib.manager(workdir, async_save=False)
+  try:
+    step, state, _ = ckpt_lib.restore_exact(mngr, state, step)
+  finally:
+    mngr.close()
+  models = load_hand_models(mano_dir or config.data.mano_dir or None)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  mano = jax.device_put(tuple(models), replicated)
+  data_sharding = shard_lib.batch_sharding(mesh)
+  n_dev = mesh.devices.size
+
+  @jax.jit
+  def forward(state, images_u8, affine, focal, princpt, mano):
+    model = nnx.merge(graphdef, state)[0]
+    model.eval()
+    out = model(stage1.normalize(images_u8), None, affine=affine, focal=focal, princpt=princpt)
+    mesh_out = losses_lib.mano_outputs(out, mano)
+    return {'joints': mesh_out['joints_cam'], 'verts': mesh_out['vertices'],
+            'rel_root': out['rel_root'], 'pose_6d': out['pose_6d'], 'betas': out['betas'],
+            'root_cam': out['root_cam']}
+
+  size = max(int(config.get('eval_batch_size', 32)) // n_dev, 1) * n_dev
+
+  def predict(batch):
+    n = len(batch['image'])
+    outs = []
+    for lo in range(0, n, size):
+      part = {k: np.asarray(batch[k][lo:lo + size]) for k in stage1.MODEL_INPUTS}
+      m = len(part['image'])
+      if m < size:  # pad with copies of the last example: one compiled shape
+        part = {k: np.concatenate([v, np.repeat(v[-1:], size - m, 0)]) for k, v in part.items()}
+      part = jax.device_put(part, data_sharding)
+      got = forward(state, part['image'], part['affine'], part['focal'], part['princpt'], mano)
+      outs.append({k: np.asarray(v, np.float64)[:m] for k, v in got.items()})
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+  return config, predict, step, models
+
+
+def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[str] = None,
+                        root: Optional[str] = None, split: str = 'test',
+                        mano_dir: Optional[str] = None, subset: Optional[str] = None,
+                        step: Optional[int] = None, penetration: bool = True,
+                        limit: int = 0, chunk: int = 64) -> dict:
+  """Scores a stage-1 checkpoint on a split. Data set, root and MANO folder
+  default to the checkpoint's training config (the synthetic set it was
+  trained on lives in WORKDIR/data/synthetic). Each example is cropped
+  around its two hands' ground-truth box, centred, no augmentation (the
+  InterWild test protocol)."""
+  import numpy as np
+
+  from a2p_jax.data import pipeline
+  from a2p_jax.train import input as input_lib
+
+  t0 = time.time()
+  config, predict_batch, step, models = load_stage1(workdir, step=step, mano_dir=mano_dir)
+  d = config.data
+  name = dataset_name or d.dataset
+  if root is None:
+    root = d.root or (os.path.join(workdir, 'data', 'synthetic') if name == 'synthetic' else '')
+  mano_dir = mano_dir if mano_dir is not None else (d.mano_dir or None)
+  ds = dataset(name, root, split, mano_dir=mano_dir, subset=subset)
+  if limit:
+    ds = [ds[i] for i in range(min(limit, len(ds)))]
+  cfg = input_lib.augment_config(config)
+  rng = np.random.default_rng(0)  # unused without training augmentation
+
+  def predict(exs):
+    items = [pipeline.process(e, rng, cfg=cfg, models=models, training=False) for e in exs]
+    batch = {k: np.stack([it[k] for it in items]) for k in ('image', 'affine', 'focal', 'princpt')}
+    return predict_batch(batch)
+
+  res = evaluate.score(ds, predict, models, chunk=chunk, penetration=penetration)
+  meta = {'dataset': name, 'split': split, 'root': os.path.abspath(root), 'subset': subset,
+          'checkpoint': os.path.abspath(os.path.join(workdir, 'checkpoints', str(step))),
+          'step': int(step), 'mano': mano_dir or 'procedural (NOT MANO)',
+          'seconds': round(time.time() - t0, 1)}
+  summary = report.write(out_dir, res, meta, examples=ds, predict=predict)
+  print(open(os.path.join(out_dir, 'report.md')).read())
+  print(f'wrote {out_dir}/report.json, report.md, per_sample.npz, figures/')
+  return summary

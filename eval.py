@@ -1,0 +1,53 @@
+"""Scores two-hand reconstructions under the InterWild and IntagHand protocols.
+
+A trained checkpoint (data set, root and MANO folder default to its training
+config; the synthetic set it trained on is scored on its test split):
+    python eval.py --workdir /tmp/a2p_tiny --out /tmp/a2p_tiny/eval
+    python eval.py --workdir /ckpt/a2p --dataset interhand26m \
+        --root /data/InterHand2.6M --split test --mano_dir /data/mano \
+        --subset aid_human_annot_test.txt --out eval_ih26m
+
+A predictions file from any method:
+    python eval.py --predictions preds.json --dataset interhand26m \
+        --root /data/InterHand2.6M --split test --mano_dir /data/mano \
+        [--subset aid_human_annot_test.txt] --out eval_out
+
+Writes report.json, report.md, per_sample.npz and figures/ to --out.
+"""
+
+from absl import app, flags
+
+flags.DEFINE_string('predictions', None, 'predictions file (.json or .npz; see README)')
+flags.DEFINE_string('workdir', None, 'a training workdir: score its newest checkpoint')
+flags.DEFINE_integer('step', None, 'with --workdir: score this checkpoint step')
+flags.DEFINE_integer('limit', 0, 'score only the first N examples (0: all)')
+flags.DEFINE_enum('dataset', None, ['synthetic', 'interhand26m', 'hic'],
+                  'data set (default: synthetic, or the checkpoint\'s)')
+flags.DEFINE_string('root', None, 'the data set folder')
+flags.DEFINE_string('split', 'test', 'split to score')
+flags.DEFINE_string('mano_dir', None, 'folder with MANO_RIGHT.pkl / MANO_LEFT.pkl')
+flags.DEFINE_string('subset', None, 'optional annotation-id list (InterWild format)')
+flags.DEFINE_string('out', 'eval_out', 'output folder')
+flags.DEFINE_bool('penetration', True, 'PenVol/PenDist/ProxRatio on interacting frames')
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  from a2p_jax.eval import run
+  if bool(FLAGS.predictions) == bool(FLAGS.workdir):
+    raise app.UsageError('give exactly one of --predictions FILE or --workdir DIR')
+  if FLAGS.predictions:
+    run.evaluate_predictions(FLAGS.predictions, FLAGS.dataset or 'synthetic', FLAGS.root,
+                             FLAGS.split, FLAGS.out, mano_dir=FLAGS.mano_dir,
+                             subset=FLAGS.subset, penetration=FLAGS.penetration)
+  else:
+    run.evaluate_checkpoint(FLAGS.workdir, FLAGS.out, dataset_name=FLAGS.dataset,
+                            root=FLAGS.root, split=FLAGS.split, mano_dir=FLAGS.mano_dir,
+                            subset=FLAGS.subset, step=FLAGS.step,
+                            penetration=FLAGS.penetration, limit=FLAGS.limit)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,186 @@
+"""Stage-1 training end to end on the tiny config: the loss falls, the step
+traces once, 8 devices (data parallel and FSDP) give the 1-device numbers,
+resume equals an uninterrupted run, a non-finite step stops training and
+leaves the last checkpoint intact."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from a2p_jax.train import checkpoint as ckpt_lib
+from a2p_jax.train import stage1
+from configs import synthetic_tiny
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+  """A small synthetic set (and its oracle priors), shared by the tests."""
+  root = tmp_path_factory.mktemp('stage1')
+  config = synthetic_tiny.get_config('test')
+  from a2p_jax.train import input as input_lib
+  syn = input_lib.synthetic_root(config, str(root))
+  config.data.root = syn
+  src = input_lib.source(config, str(root), 'train')
+  priors = input_lib.prior_store(config, str(root), src)
+  return {'root': syn, 'priors': priors.path if priors is not None else ''}
+
+
+def _config(data, **overrides):
+  c = synthetic_tiny.get_config('test')
+  c.data.root = data['root']
+  c.data.priors = data['priors']
+  for k, v in overrides.items():
+    node = c
+    *parents, leaf = k.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = v
+  return c
+
+
+def _params(state):
+  return [np.asarray(x) for x in jax.tree.leaves(ckpt_lib.flatten(state))]
+
+
+@pytest.fixture(scope='module')
+def trained(data, tmp_path_factory):
+  """40 steps of the tiny config (shared by the loss, eval and infer tests)."""
+  workdir = tmp_path_factory.mktemp('trained')
+  c = _config(data, num_train_steps=40, log_every=5, checkpoint_every=40,
+              **{'optim.lr': 3e-3, 'optim.warmup_steps': 0})
+  return str(workdir), stage1.train_and_evaluate(c, str(workdir))
+
+
+def test_loss_falls_and_step_traces_once(trained):
+  workdir, got = trained
+  assert got['step'] == 40 and got['train_step_traces'] == 1
+  hist = got['history']
+  assert all(np.isfinite(h['loss']) for h in hist)
+  # The total is dominated by betas, which images barely determine; the 2D
+  # joints are what a few steps visibly learn.
+  first, last = hist[0], hist[-1]
+  assert last['loss'] < 0.92 * first['loss'], [round(h['loss'], 3) for h in hist]
+  assert last['loss_joints_2d'] < 0.75 * first['loss_joints_2d'], \
+      [round(h['loss_joints_2d'], 3) for h in hist]
+  assert os.listdir(os.path.join(workdir, 'tb'))  # TensorBoard events written
+
+
+def test_eval_scores_the_checkpoint(trained, data, tmp_path):
+  from a2p_jax.eval import run
+  workdir, _ = trained
+  summary = run.evaluate_checkpoint(workdir, str(tmp_path / 'eval'), root=data['root'],
+                                    split='test', limit=4, chunk=4)
+  doc = json.load(open(tmp_path / 'eval' / 'report.json'))
+  assert doc['step'] == 40 and doc['checkpoint'].endswith(os.path.join('checkpoints', '40'))
+  assert doc['dataset'] == 'synthetic' and doc['protocols'] == ['interwild', 'intaghand']
+  for k in ('interwild/mpjpe_all', 'intaghand/mpjpe_all', 'mrrpe'):
+    assert np.isfinite(summary[k]) and summary[k] > 0, (k, summary)
+  for f in ('best.png', 'median.png', 'worst.png', 'joint_error.png'):
+    assert os.path.getsize(tmp_path / 'eval' / 'figures' / f) > 0
+  # A corrupted newest checkpoint is an error for eval (no silent fallback).
+  import shutil
+  broken = tmp_path / 'broken'
+  shutil.copytree(workdir, broken)
+  for dirpath, _, files in os.walk(broken / 'checkpoints' / '40' / 'state'):
+    for f in files:
+      if not f.endswith('.json') and 'METADATA' not in f:
+        with open(os.path.join(dirpath, f), 'r+b') as fh:
+          fh.truncate(8)
+  with pytest.raises(ckpt_lib.CheckpointError, match='40'):
+    run.evaluate_checkpoint(str(broken), str(tmp_path / 'eval2'), root=data['root'], limit=2)
+  with pytest.raises(ckpt_lib.CheckpointError, match='no checkpoint'):
+    run.load_stage1(str(tmp_path / 'nothing'))
+
+
+def test_infer_writes_hands_meshes_and_overlays(trained, data, tmp_path):
+  import glob
+
+  import mano_jax
+  import trimesh
+  from a2p_jax import infer
+  from a2p_jax.data.hands import load_hand_models
+  workdir, _ = trained
+  images = sorted(glob.glob(os.path.join(data['root'], 'images', 'test', '*', '*', '*',
+                                         '*.jpg')))[:2]
+  recs = infer.run(images, workdir, str(tmp_path / 'out'),
+                   boxes=['10,10,30,30;30,20,30,30', '5,5,60,40;20,20,40,40'])
+  models = load_hand_models()
+  for rec, d in zip(recs, sorted(os.listdir(tmp_path / 'out'))):
+    for k, side in enumerate(('right', 'left')):
+      h = rec[side]
+      v = np.asarray(mano_jax.forward(models[k], np.array(h['pose']), np.array(h['betas']),
+                                      np.array(h['transl'])).vertices)
+      obj = trimesh.load(tmp_path / 'out' / d / f'{side}.obj', process=False)
+      np.testing.assert_allclose(obj.vertices, v, atol=1e-5)
+    assert os.path.getsize(tmp_path / 'out' / d / 'overlay.png') > 0
+  bad = tmp_path / 'bad.jpg'
+  bad.write_bytes(b'not an image')
+  with pytest.raises(infer.InferenceError, match='bad.jpg'):
+    infer.run([str(bad)], workdir, str(tmp_path / 'out2'))
+  with pytest.raises(infer.InferenceError, match='boxes'):
+    infer.run(images[:1], workdir, str(tmp_path / 'out2'), boxes=['1,2,3'])
+
+
+def test_resume_equals_uninterrupted(data, tmp_path):
+  full = stage1.train_and_evaluate(_config(data, num_train_steps=4), str(tmp_path / 'a'))
+  stage1.train_and_evaluate(_config(data, num_train_steps=2), str(tmp_path / 'b'))
+  resumed = stage1.train_and_evaluate(_config(data, num_train_steps=4), str(tmp_path / 'b'))
+  assert resumed['step'] == 4
+  for x, y in zip(_params(full['state']), _params(resumed['state'])):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_nonfinite_step_stops_and_keeps_checkpoint(data, tmp_path):
+  stage1.train_and_evaluate(_config(data, num_train_steps=2), str(tmp_path))
+  with pytest.raises(stage1.NonFiniteError, match='non-finite'):
+    stage1.train_and_evaluate(_config(data, num_train_steps=4, **{'optim.lr': float('nan')}),
+                              str(tmp_path))
+  steps = sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints') if s.isdigit())
+  assert steps == [2]
+  # The kept checkpoint is complete and finite.
+  from a2p_jax.train import sharding as shard_lib
+  channels = ckpt_lib.read_meta(str(tmp_path))[1]['prior_channels']
+  _, state, _, _ = stage1.create_train_state(_config(data), channels, 1, shard_lib.make_mesh(1))
+  mngr = ckpt_lib.manager(str(tmp_path), async_save=False)
+  step, state, _ = ckpt_lib.restore_exact(mngr, state)
+  mngr.close()
+  assert step == 2 and all(np.isfinite(x).all() for x in _params(state))
+
+
+def _batch_file(data, tmp_path, with_priors):
+  from a2p_jax.data.hands import load_hand_models
+  from a2p_jax.train import input as input_lib
+  c = _config(data)
+  src = input_lib.source(c, str(tmp_path), 'train')
+  priors = input_lib.prior_store(c, str(tmp_path), src) if with_priors else None
+  ds = input_lib.train_dataset(c, src, load_hand_models(), local_batch=8, priors=priors)
+  b = next(iter(ds))
+  keys = stage1.BATCH_KEYS + (('priors',) if with_priors else ())
+  path = tmp_path / 'batch.npz'
+  np.savez(path, **{k: b[k] for k in keys})
+  return str(path), (b['priors'].shape[-1] if with_priors else 1)
+
+
+def test_eight_devices_match_one_device(data, tmp_path):
+  path, channels = _batch_file(data, tmp_path, with_priors=bool(data['priors']))
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  run = subprocess.run([sys.executable, os.path.join(REPO, 'tests', 'train_step_probe.py'),
+                        path, str(channels)], cwd=REPO, env=env,
+                       capture_output=True, text=True, check=False)
+  assert run.returncode == 0, run.stderr[-3000:]
+  one, dp, fsdp = json.loads(run.stdout.strip().splitlines()[-1])
+  assert one['devices'] == 1 and dp['devices'] == 8 and fsdp['devices'] == 8
+  assert dp['traces'] == 1 and fsdp['traces'] == 1
+  assert any('fsdp' in s for s in fsdp['specs'])  # parameters really are split
+  for other in (dp, fsdp):
+    np.testing.assert_allclose(other['loss'], one['loss'], rtol=1e-5)
+    np.testing.assert_allclose(other['param_sum'], one['param_sum'], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(other['param_abs'], one['param_abs'], rtol=1e-5)
