@@ -182,24 +182,28 @@ def main():
 
   if args.no_latency:
     return
-  # Latency.
+  # Latency: clean batches, a mixed one (1 in 8 penetrating), all penetrating.
   fn = fns['stage 2: diffusion + guidance']
-  clean = {k: np.array(v) for k, v in gt.items()}
-  print('\n| batch | input | repair ms | stage-1 tiny fwd ms | stage-1 paper fwd ms | '
-        'ratio tiny | ratio paper |')
-  print('|---|---|---|---|---|---|---|')
-  s1 = {}
+  print(f'\n| batch | input | gated | repair ms | stage-1 tiny fwd ms | stage-1 paper fwd ms | '
+        f'ratio to tiny | ratio to paper |')
+  print('|---|---|---|---|---|---|---|---|')
   for b in (1, 64):
-    s1['tiny', b] = stage1_forward_s('configs.synthetic_tiny', b, args.repeats)
-    s1['paper', b] = (float('nan') if args.skip_paper_stage1 else
-                      stage1_forward_s('configs.a2p_interhand26m', b, max(2, args.repeats // 2)))
-    for label, src in (('all penetrating', cond), ('none penetrating', clean)):
-      pb = {k: np.resize(v, (b,) + v.shape[1:]) for k, v in src.items()}
-      bb = np.resize(boxes(pb, models), (b, 2, 4))
+    s1_tiny = stage1_forward_s('configs.synthetic_tiny', b, args.repeats)
+    s1_paper = (float('nan') if args.skip_paper_stage1 else
+                stage1_forward_s('configs.a2p_interhand26m', b, max(2, args.repeats // 2)))
+    mixes = [('ground truth (clean)', 0.0), ('1 in 8 penetrating', 0.125),
+             ('all penetrating', 1.0)] if b > 1 else [('ground truth (clean)', 0.0),
+                                                       ('penetrating', 1.0)]
+    for label, frac in mixes:
+      k = int(round(frac * b))
+      pb = {key: np.concatenate([np.resize(cond[key], (k,) + cond[key].shape[1:]),
+                                 np.resize(gt[key], (b - k,) + gt[key].shape[1:])])
+            for key in cond}
+      bb = boxes(pb, models)
+      gated = float(np.mean(np.asarray(fn(pb, bb, jax.random.key(0))[1]['gated'])))
       t = median_s(lambda: fn(pb, bb, jax.random.key(0)), args.repeats)
-      print(f'| {b} | {label} | {1e3 * t:.1f} | {1e3 * s1["tiny", b]:.1f} | '
-            f'{1e3 * s1["paper", b]:.1f} | {t / s1["tiny", b]:.2f} | '
-            f'{t / s1["paper", b]:.2f} |', flush=True)
+      print(f'| {b} | {label} | {gated:.2f} | {1e3 * t:.1f} | {1e3 * s1_tiny:.1f} | '
+            f'{1e3 * s1_paper:.1f} | {t / s1_tiny:.2f} | {t / s1_paper:.2f} |', flush=True)
 
 
 if __name__ == '__main__':

@@ -27,6 +27,7 @@ def get_config(arg=None):
   c.optim.lr = 1e-3
   c.optim.warmup_steps = 100
   c.sampling.num_steps = 8
+  c.sampling.start_frac = 0.5      # start from X_c noised to t = T/2
   if arg == 'test':
     c.batch_size = 8
     c.num_train_steps = 6

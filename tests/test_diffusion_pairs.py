@@ -21,6 +21,7 @@ def gt(models):
   return fx.placed(fx.random_params(rng, 6), models, rng, np.full(6, 0.25))
 
 
+@pytest.mark.slow  # ~30 s of exact penetration tests on a loaded 2-core CPU
 def test_perturbed_pairs_penetrate_and_targets_do_not(models, gt):
   g, c = pairs_lib.perturbed_pairs(gt, models, 5, seed=1, min_depth_m=0.002, candidates=8,
                                    progress=False)

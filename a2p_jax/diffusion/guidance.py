@@ -31,15 +31,43 @@ def make_guide_grad(stats, models, root_right, cfg):
   return jax.grad(loss)
 
 
-def penetrating(params, models, cfg, detector: str = 'collision'):
-  """Penetration gate (...,) bool. 'collision': some vertex pair counted by
-  the collision loss (within dist_threshold, opposing normals, behind the
-  other surface: the paper's penetration test, ~10x cheaper); 'depth':
-  geometry.penetrates on the sealed meshes (exact inside tests)."""
+def proxy_depth(params, models, cfg):
+  """Deepest vertex (...,) in m behind the other hand's surface among the
+  pairs the collision loss counts (nearest vertex within dist_threshold,
+  opposing normals): a cheap penetration depth, no sealing or ray tests."""
+  from a2p_jax.geometry import collision as coll
+  from a2p_jax.geometry import normals as normals_lib
+  from a2p_jax.geometry import pairs as pairs_mod
+  vr, vl = state_lib.meshes(params, models)
+  fr = np.asarray(models[0].faces, np.int32)
+  fl = np.asarray(models[1].faces, np.int32)
+
+  def one_way(p, q, n_p, n_q):
+    j = coll.nearest_vertex(p, q)
+    diff = p - q[j]
+    r_sq = jnp.sum(diff * diff, -1)
+    behind = -jnp.sum(diff * n_q[j], -1)
+    hit = (r_sq < cfg.dist_threshold ** 2) & (jnp.sum(n_p * n_q[j], -1) < cfg.cos_threshold)
+    return jnp.max(jnp.where(hit, behind, 0.0))
+
+  def pair(a, b):
+    na = normals_lib.vertex_normals(a, fr) * normals_lib.orientation(a, fr)
+    nb = normals_lib.vertex_normals(b, fl) * normals_lib.orientation(b, fl)
+    return jnp.maximum(one_way(a, b, na, nb), one_way(b, a, nb, na))
+
+  return jax.lax.stop_gradient(pairs_mod.map_pairs(pair, vr, vl))
+
+
+def penetrating(params, models, cfg, detector: str = 'collision', min_depth: float = 0.0):
+  """Penetration gate (...,) bool: some vertex more than min_depth (m) inside
+  the other hand. 'collision': among the collision loss's pairs (nearest
+  vertex within dist_threshold, opposing normals, behind the other's tangent
+  plane: the paper's test, ~10x cheaper); 'depth': geometry.penetration_depth
+  on the sealed meshes (exact inside tests)."""
   if detector == 'collision':
-    return collision_cm2(params, models, cfg) > 0
+    return proxy_depth(params, models, cfg) > max(min_depth, 1e-6)
   if detector == 'depth':
     vr, vl = state_lib.meshes(params, models)
-    return geometry.penetrates(vr, np.asarray(models[0].faces, np.int32), vl,
-                               np.asarray(models[1].faces, np.int32))
+    return geometry.penetration_depth(vr, np.asarray(models[0].faces, np.int32), vl,
+                                      np.asarray(models[1].faces, np.int32)) > min_depth
   raise ValueError(f"detector must be 'collision' or 'depth', got {detector!r}")

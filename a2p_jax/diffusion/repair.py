@@ -78,13 +78,14 @@ def make_repair(graphdef, model_state, stats, models, config):
   detector = config.gate.detector
   use_boxes = config.gate.box_overlap
   chunk = int(config.gate.get('chunk', 0))
+  min_depth = float(config.gate.get('min_depth_mm', 0.0)) / 1000.0
 
   @jax.jit
   def repair(model_state, stats, params, boxes, key):
     params = {k: jnp.asarray(params[k], jnp.float32) for k in KEYS}
     b = params['pose_6d'].shape[0]
     iou = geometry.box_iou(boxes[:, 0], boxes[:, 1])
-    pen = guidance_lib.penetrating(params, models, config.collision, detector)
+    pen = guidance_lib.penetrating(params, models, config.collision, detector, min_depth)
     gate = pen & (iou > 0) if use_boxes else pen
     cap = b if not chunk or chunk >= b else int(chunk)
     out = _gated_chunks(lambda p, k: sample(model_state, stats, p, k), params, gate, key, cap)
