@@ -8,6 +8,8 @@
 
     python -m a2p_jax.diffusion.pairs --root DIR --split train --out FILE.npz \
         --num N [--mano_dir DIR] [--seed S]
+    python -m a2p_jax.diffusion.pairs --root DIR --split train --out FILE.npz \
+        --stage1_workdir STAGE1_WORKDIR [--max_examples M]     # pairs (ii)
 
 The .npz holds gt_{pose_6d,betas,root_cam} and cond_{...} (stage-1
 parameter convention, a2p_jax/diffusion/state.py) and `source` (0 perturbed
@@ -209,6 +211,28 @@ def prediction_pairs(predict_fn: Callable, dataset, models, *, batch_size: int =
 _SHAPES = {'pose_6d': (2, 16, 6), 'betas': (2, 10), 'root_cam': (2, 3)}
 
 
+def stage1_predict_fn(workdir: str, mano_dir: Optional[str] = None):
+  """predict_fn for `prediction_pairs` from a stage-1 training workdir: each
+  reader example cropped around its hands as in evaluation (no
+  augmentation), the checkpoint's inference path (FAE, no teacher)."""
+  from a2p_jax.data import pipeline
+  from a2p_jax.eval.run import load_stage1
+  from a2p_jax.train import input as input_lib
+  config, predict_batch, _, models = load_stage1(workdir, mano_dir=mano_dir)
+  cfg = input_lib.augment_config(config)
+  rng = np.random.default_rng(0)  # unused without training augmentation
+
+  def predict(examples):
+    items = [pipeline.process(e, rng, cfg=cfg, models=models, training=False)
+             for e in examples]
+    batch = {k: np.stack([it[k] for it in items]) for k in ('image', 'affine', 'focal',
+                                                             'princpt')}
+    out = predict_batch(batch)
+    return {k: out[k] for k in KEYS}
+
+  return predict
+
+
 def save(path: str, gt, cond, source=None):
   n = len(gt['betas'])
   source = np.zeros(n, np.int8) if source is None else np.asarray(source, np.int8)
@@ -250,11 +274,21 @@ def main(argv=None):
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--max_examples', type=int, default=None)
   p.add_argument('--min_depth_mm', type=float, default=1.0)
+  p.add_argument('--stage1_workdir', default=None,
+                 help='instead: pairs of this stage-1 checkpoint\'s penetrating predictions '
+                      '(over --max_examples examples; --num is ignored)')
   args = p.parse_args(argv)
   from a2p_jax.data.hands import load_hand_models
   from a2p_jax.data.interhand26m import InterHand26M
   models = load_hand_models(args.mano_dir)
   ds = InterHand26M(args.root, args.split, mano_dir=args.mano_dir)
+  if args.stage1_workdir:
+    g, c = prediction_pairs(stage1_predict_fn(args.stage1_workdir, args.mano_dir), ds, models,
+                            max_examples=args.max_examples,
+                            min_depth_m=args.min_depth_mm / 1000.0)
+    save(args.out, g, c, source=np.ones(len(g['betas'])))
+    print(f'wrote {len(g["betas"])} stage-1 prediction pairs to {args.out}', flush=True)
+    return 0
   gt = ground_truth(ds, models, max_examples=args.max_examples)
   print(f'{len(gt["betas"])} non-penetrating two-hand ground truths', flush=True)
   g, c = perturbed_pairs(gt, models, args.num, seed=args.seed,
