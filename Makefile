@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-all bench asset clean
+.PHONY: demo demo-mano test test-slow test-all bench asset clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,8 +13,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
+# The main job: synthetic data, oracle priors, stage 1, stage 2, evaluation.
 demo: $(STAMP)
-	$(PY) -m mano_jax.demo --out demo_out
+	$(PY) -m a2p_jax.demo --out demo_out
+
+# MANO + geometry only (a few seconds).
+demo-mano: $(STAMP)
+	$(PY) -m mano_jax.demo --out demo_mano_out
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -34,4 +39,4 @@ asset: $(STAMP)
 	$(PY) -m mano_jax.procedural --out mano_jax/assets
 
 clean:
-	rm -rf demo_out .pytest_cache
+	rm -rf demo_out demo_mano_out .pytest_cache

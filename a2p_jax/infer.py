@@ -137,13 +137,14 @@ def run(images: Sequence[str], checkpoint: str, out_dir: str, *,
   t_stage2, repaired = 0.0, np.zeros(len(images), bool)
   if stage2:
     from a2p_jax.diffusion import repair as repair_lib
-    fix = repair_lib.load_repair(stage2, models)
+    from a2p_jax.eval.run import apply_stage2
+    fix, _ = repair_lib.load(stage2, mano_dir=mano_dir)
     img_boxes = None
-    if parsed is not None:
+    if parsed is not None:  # user boxes (x, y, w, h) -> (x_min, y_min, x_max, y_max)
       img_boxes = np.stack([np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], -1) for b in parsed])
-    fix(pred, batch, img_boxes)  # compile
+    apply_stage2(pred, fix, models, batch, img_boxes)  # compile
     t0 = time.perf_counter()
-    pred, repaired = fix(pred, batch, img_boxes)
+    pred, repaired = apply_stage2(pred, fix, models, batch, img_boxes)
     t_stage2 = (time.perf_counter() - t0) / len(images)
   records = []
   from a2p_jax.eval import report

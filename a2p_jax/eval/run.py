@@ -126,12 +126,13 @@ def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[st
                         root: Optional[str] = None, split: str = 'test',
                         mano_dir: Optional[str] = None, subset: Optional[str] = None,
                         step: Optional[int] = None, penetration: bool = True,
-                        limit: int = 0, chunk: int = 64) -> dict:
+                        limit: int = 0, chunk: int = 64, stage2: Optional[str] = None) -> dict:
   """Scores a stage-1 checkpoint on a split. Data set, root and MANO folder
   default to the checkpoint's training config (the synthetic set it was
   trained on lives in WORKDIR/data/synthetic). Each example is cropped
   around its two hands' ground-truth box, centred, no augmentation (the
-  InterWild test protocol)."""
+  InterWild test protocol). `stage2`: a stage-2 workdir; its gated repair
+  runs on the stage-1 outputs (boxes: the projected predicted meshes)."""
   import numpy as np
 
   from a2p_jax.data import pipeline
@@ -149,18 +150,57 @@ def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[st
     ds = [ds[i] for i in range(min(limit, len(ds)))]
   cfg = input_lib.augment_config(config)
   rng = np.random.default_rng(0)  # unused without training augmentation
+  repair_fn, gated_total = None, [0]
+  if stage2:
+    from a2p_jax.diffusion import repair as repair_lib
+    repair_fn, _ = repair_lib.load(stage2, mano_dir=mano_dir)
 
   def predict(exs):
     items = [pipeline.process(e, rng, cfg=cfg, models=models, training=False) for e in exs]
     batch = {k: np.stack([it[k] for it in items]) for k in ('image', 'affine', 'focal', 'princpt')}
-    return predict_batch(batch)
+    pred = predict_batch(batch)
+    if repair_fn is not None:
+      pred, gated = apply_stage2(pred, repair_fn, models, batch)
+      gated_total[0] += int(gated.sum())
+    return pred
 
   res = evaluate.score(ds, predict, models, chunk=chunk, penetration=penetration)
   meta = {'dataset': name, 'split': split, 'root': os.path.abspath(root), 'subset': subset,
           'checkpoint': os.path.abspath(os.path.join(workdir, 'checkpoints', str(step))),
           'step': int(step), 'mano': mano_dir or 'procedural (NOT MANO)',
+          'stage2': os.path.abspath(stage2) if stage2 else None,
+          'stage2_repaired': gated_total[0] if stage2 else None,
           'seconds': round(time.time() - t0, 1)}
   summary = report.write(out_dir, res, meta, examples=ds, predict=predict)
   print(open(os.path.join(out_dir, 'report.md')).read())
   print(f'wrote {out_dir}/report.json, report.md, per_sample.npz, figures/')
   return summary
+
+
+def apply_stage2(pred: dict, repair_fn, models, batch: dict, boxes=None, *, seed: int = 0):
+  """Stage-2 repair of stage-1 predictions (numpy dicts of `load_stage1`'s
+  predict). `boxes` (n, 2, 4) x_min, y_min, x_max, y_max px in the source
+  image, right then left (detector or user boxes); None: each hand's
+  projected predicted mesh. Returns (pred with repaired params, joints,
+  meshes and rel_root, gated (n,) bool)."""
+  import jax
+  import numpy as np
+
+  from a2p_jax.diffusion import repair as repair_lib
+  from a2p_jax.models import losses as losses_lib
+  params = {k: np.asarray(pred[k], np.float32) for k in repair_lib.KEYS}
+  if boxes is None:
+    boxes = np.asarray(repair_lib.boxes_from_params(params, models,
+                                                    np.asarray(batch['focal'], np.float32),
+                                                    np.asarray(batch['princpt'], np.float32)))
+  fixed, info = repair_fn(params, np.asarray(boxes, np.float32), jax.random.key(seed))
+  gated = np.asarray(info['gated'])
+  mesh = losses_lib.mano_outputs({k: fixed[k] for k in repair_lib.KEYS}, models)
+  out = dict(pred)
+  for k in repair_lib.KEYS:
+    out[k] = np.asarray(fixed[k], np.float64)
+  out['joints'] = np.asarray(mesh['joints_cam'], np.float64)
+  out['verts'] = np.asarray(mesh['vertices'], np.float64)
+  roots = out['root_cam']
+  out['rel_root'] = np.where(gated[:, None], roots[:, 1] - roots[:, 0], pred['rel_root'])
+  return out, gated
