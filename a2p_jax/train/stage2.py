@@ -161,7 +161,7 @@ def make_train_step(graphdef, config):
       return total, metrics
 
     (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     optimizer.update(model, grads)
     new_state = nnx.state((model, optimizer))
     finite = jax.tree.reduce(jnp.logical_and,
