@@ -298,3 +298,18 @@ def test_decompose_compose_round_trip():
   # Rows are orthonormal frames.
   np.testing.assert_allclose(frames @ np.swapaxes(frames, 1, 2), np.broadcast_to(np.eye(3), (15, 3, 3)),
                              atol=1e-12)
+
+
+def test_orientation_spread_bounds_hand_rotations_and_camera_azimuths():
+  from a2p_jax.data import poses
+  rng = np.random.default_rng(0)
+  angles = [np.linalg.norm(poses.random_rotvec(rng, np.radians(45))) for _ in range(500)]
+  assert max(angles) <= np.radians(45) + 1e-12 and min(angles) < np.radians(10)
+  full = [np.linalg.norm(poses.random_rotvec(rng)) for _ in range(500)]
+  assert max(full) > np.radians(150)  # uniform over SO(3) by default
+  rig = synthetic.sample_rig(np.random.default_rng(1), 16, 512, 334, azimuth_deg=30.0)
+  for cam in rig.values():
+    pos = np.asarray(cam['campos'])
+    assert abs(np.degrees(np.arctan2(pos[1], pos[0]))) <= 30.0 + 1e-9
+  with pytest.raises(ValueError, match='orientation_deg'):
+    synthetic.Options(num_frames=4, orientation_deg=0.0).validate()

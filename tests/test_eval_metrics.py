@@ -122,3 +122,19 @@ def test_penetration_summary_on_interacting_frames():
   # Only the two interacting frames count: mean of 0 and frame 1's volume.
   np.testing.assert_allclose(s['penvol_cm3'], pen['penvol_cm3'][1] / 2)
   np.testing.assert_allclose(s['prox_ratio'], 0.5)
+
+
+def test_interwild_xy_and_z_split_of_the_joint_error():
+  """A non-wrist joint moved by (3, 4, 12) mm: error 13 mm, XY 5 mm, Z 12 mm."""
+  gt = _pair([0, 0, 0.5], [0.1, 0, 0.5])[None]
+  pred = gt.copy()
+  pred[0, 0] += [0.003, 0.004, 0.012]
+  res = metrics.per_sample(pred, gt, np.ones((1, 42)), np.array(['interacting']))
+  np.testing.assert_allclose(res['interwild/joint_err'][0, 0], 13.0)
+  np.testing.assert_allclose(res['interwild/joint_err_xy'][0, 0], 5.0)
+  np.testing.assert_allclose(res['interwild/joint_err_z'][0, 0], 12.0)
+  s = metrics.summarize(res)
+  # Per-joint means over the 42 joints (one sample): only joint 0 is off.
+  np.testing.assert_allclose(s['interwild/mpjpe_all'], 13.0 / 42)
+  np.testing.assert_allclose(s['interwild/mpjpe_xy_all'], 5.0 / 42)
+  np.testing.assert_allclose(s['interwild/mpjpe_z_all'], 12.0 / 42)

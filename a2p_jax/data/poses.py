@@ -140,7 +140,13 @@ def sample_hand_pose(rng, prior, *, spread=1.0):
   return apply_limits(c @ prior['components'], prior)
 
 
-def random_rotvec(rng):
-  """A rotation (3,) axis-angle, uniform over SO(3)."""
+def random_rotvec(rng, max_angle: float = np.pi):
+  """A rotation (3,) axis-angle: uniform over SO(3) for max_angle >= pi;
+  otherwise a uniformly random axis and an angle uniform in [0, max_angle]
+  (the same four random draws either way)."""
   q = rng.standard_normal(4)
-  return _rotvec_from_quat(q / np.linalg.norm(q))
+  if max_angle >= np.pi:
+    return _rotvec_from_quat(q / np.linalg.norm(q))
+  axis = q[:3] / max(np.linalg.norm(q[:3]), 1e-12)
+  angle = max_angle * (0.5 + 0.5 * np.tanh(q[3]))  # a draw in (0, max_angle)
+  return axis * angle

@@ -112,6 +112,11 @@ class Options:
   jpeg_quality: int = 90
   workers: int = 2
   chunk_frames: int = 32
+  # Spread of the hands' global orientation about the asset's rest pose and
+  # of the cameras' azimuth about the +x axis, in degrees; 180: uniform
+  # (every orientation, cameras all round). Smaller: an easier, more
+  # InterHand2.6M-like distribution for small CPU runs.
+  orientation_deg: float = 180.0
 
   def validate(self):
     h, w = self.image_size
@@ -129,6 +134,8 @@ class Options:
     if self.penetrating_fraction + self.single_hand_fraction > 1.0:
       raise ValueError('penetrating_fraction + single_hand_fraction must be <= 1 '
                        '(penetrating frames have two hands)')
+    if not 0.0 < self.orientation_deg <= 180.0:
+      raise ValueError(f'orientation_deg must be in (0, 180], got {self.orientation_deg}')
     if self.frames_per_capture < 1 or self.workers < 1 or self.chunk_frames < 1:
       raise ValueError('frames_per_capture, workers and chunk_frames must be >= 1')
 
@@ -198,7 +205,7 @@ def look_at(position, target, roll):
   return np.stack([c * right + s * down, -s * right + c * down, fwd])
 
 
-def sample_rig(rng, num_cameras, height, width):
+def sample_rig(rng, num_cameras, height, width, azimuth_deg: float = 180.0):
   """A capture's cameras: {camid (str): campos (3,) mm, camrot (3, 3), focal
   (2,), princpt (2,) px}, on a dome 0.8-1.1 m around the world origin with
   InterHand2.6M-like intrinsics (f ~ 1100-1450 px for a 512 px high image)."""
@@ -207,6 +214,8 @@ def sample_rig(rng, num_cameras, height, width):
   for c in range(num_cameras):
     z = rng.uniform(-0.5, 1.0)  # elevation mostly above the hands
     phi = rng.uniform(0, 2 * np.pi)
+    if azimuth_deg < 180.0:  # the same draw, squeezed into +-azimuth_deg
+      phi = (phi / np.pi - 1.0) * np.radians(azimuth_deg)
     direction = np.array([np.sqrt(1 - z * z) * np.cos(phi), np.sqrt(1 - z * z) * np.sin(phi), z])
     pos = direction * rng.uniform(0.8, 1.1)
     target = rng.normal(0, 0.02, 3)
@@ -318,7 +327,7 @@ def sample_subject(seed, capture):
   return dict(tone=tone, freqs=rng.normal(0, 60.0, (3, 3)), phases=rng.uniform(0, 6.3, 3))
 
 
-def sample_frame(seed, spec: FrameSpec, priors):
+def sample_frame(seed, spec: FrameSpec, priors, orientation_deg: float = 180.0):
   """Pose, shape and placement draws of one frame (float32-exact values).
   priors: (right, left) `poses.pose_prior`."""
   from a2p_jax.data import poses
@@ -327,7 +336,8 @@ def sample_frame(seed, spec: FrameSpec, priors):
   out = dict(pose={}, shape={})
   for side, prior in zip(SIDES, priors):
     hand = poses.sample_hand_pose(rng, prior)
-    out['pose'][side] = f32(np.concatenate([poses.random_rotvec(rng), hand]))
+    orient = poses.random_rotvec(rng, np.radians(orientation_deg))
+    out['pose'][side] = f32(np.concatenate([orient, hand]))
     out['shape'][side] = f32(np.clip(rng.standard_normal(10), -2, 2) * 0.8)
   d = rng.standard_normal(3)
   out['direction'] = d / np.linalg.norm(d)
@@ -718,7 +728,7 @@ def generate(out_dir, opts: Options, *, progress=True):
   specs = plan_frames(opts)
   captures = sorted({s.capture for s in specs})
   rigs = {c: sample_rig(np.random.default_rng([opts.seed, _RIG, c]), opts.num_cameras,
-                        height, width) for c in captures}
+                        height, width, opts.orientation_deg) for c in captures}
   # The rig as written: JSON floats round-trip exactly, so render with them.
   rigs = {c: {cid: read_camera(camera_record(rig), cid) for cid in rig}
           for c, rig in rigs.items()}
@@ -744,7 +754,7 @@ def generate(out_dir, opts: Options, *, progress=True):
   try:
     for start in range(0, len(specs), opts.chunk_frames):
       chunk = specs[start:start + opts.chunk_frames]
-      draws = [sample_frame(opts.seed, s, priors) for s in chunk]
+      draws = [sample_frame(opts.seed, s, priors, opts.orientation_deg) for s in chunk]
       # Contacts in this thread: the pool is busy rendering the previous chunk.
       results = solve_chunk(chunk, draws, mano, seal_info)
       # Views of the previous chunk rendered while this one was solved.
@@ -850,12 +860,14 @@ def main(argv=None):
                  help='H,W in pixels (default 512,334 like InterHand2.6M)')
   p.add_argument('--frames_per_capture', type=int, default=Options.frames_per_capture)
   p.add_argument('--workers', type=int, default=Options.workers)
+  p.add_argument('--orientation_deg', type=float, default=Options.orientation_deg,
+                 help='spread of hand orientations and camera azimuths (180: uniform)')
   args = p.parse_args(argv)
   opts = Options(num_frames=args.num_frames, seed=args.seed, num_cameras=args.num_cameras,
                  image_size=args.image_size, penetrating_fraction=args.penetrating_fraction,
                  single_hand_fraction=args.single_hand_fraction,
                  frames_per_capture=args.frames_per_capture, mano_dir=args.mano_dir,
-                 workers=args.workers)
+                 workers=args.workers, orientation_deg=args.orientation_deg)
   try:
     opts.validate()
   except ValueError as e:

@@ -75,8 +75,15 @@ def per_sample(pred_joints, gt_joints, joint_valid, hand_type, *, pred_verts=Non
 
   # InterWild: wrist-aligned joints, a joint counts if it and its wrist do.
   valid_iw = vh & wrist_ok[:, :, None]
-  err = np.linalg.norm((ph - ph[:, :, WRIST:WRIST + 1]) - (gh - gh[:, :, WRIST:WRIST + 1]), axis=-1)
+  diff = (ph - ph[:, :, WRIST:WRIST + 1]) - (gh - gh[:, :, WRIST:WRIST + 1])
+  err = np.linalg.norm(diff, axis=-1)
   out['interwild/joint_err'] = np.where(valid_iw, err * 1000, np.nan).reshape(n, 42)
+  # The same error in the image plane (x, y) and along the camera axis (z)
+  # (the paper's MPJPE-XY / MPJPE-Z ablation columns).
+  out['interwild/joint_err_xy'] = np.where(
+      valid_iw, np.linalg.norm(diff[..., :2], axis=-1) * 1000, np.nan).reshape(n, 42)
+  out['interwild/joint_err_z'] = np.where(valid_iw, np.abs(diff[..., 2]) * 1000,
+                                          np.nan).reshape(n, 42)
 
   # IntagHand: middle-MCP aligned, prediction rescaled to the GT bone length.
   def bone(x):
@@ -164,6 +171,11 @@ def summarize(res: Dict[str, np.ndarray], mask: Optional[np.ndarray] = None) -> 
   out['interwild/mpjpe_sh'] = _nanmean(m_sh)
   out['interwild/mpjpe_ih'] = _nanmean(m_ih)
   out['interwild/mpjpe_all'] = _nanmean(np.concatenate([m_sh, m_ih]))
+  for axes in ('xy', 'z'):
+    if f'interwild/joint_err_{axes}' in res:
+      e = res[f'interwild/joint_err_{axes}']
+      out[f'interwild/mpjpe_{axes}_all'] = _nanmean(np.concatenate(
+          [_per_joint_means(e[sh]), _per_joint_means(e[ih])]))
   if 'interwild/vert_err' in res:
     ve = res['interwild/vert_err']
     out['interwild/mpvpe_sh'] = _nanmean(ve[sh])

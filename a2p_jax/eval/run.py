@@ -63,7 +63,8 @@ def load_stage1(workdir: str, *, step: Optional[int] = None, mano_dir: Optional[
   princpt; any batch size, padded to a fixed one so it compiles once) and
   returns numpy {'joints' (n, 42, 3) m camera space, 'verts' (n, 2, V, 3),
   'rel_root' (n, 3), 'pose_6d', 'betas', 'root_cam'}. The inference path:
-  the FAE replaces the teacher (no priors needed). The newest checkpoint
+  the FAE replaces the teacher (no priors needed); a batch with 'priors'
+  (teacher maps) fuses F_p instead (the distillation-gap measurement). The newest checkpoint
   (or `step`) must restore: an unreadable one is a CheckpointError, never
   a fallback (scores must say which weights they are)."""
   import json
@@ -95,10 +96,11 @@ def load_stage1(workdir: str, *, step: Optional[int] = None, mano_dir: Optional[
   n_dev = mesh.devices.size
 
   @jax.jit
-  def forward(state, images_u8, affine, focal, princpt, mano):
+  def forward(state, images_u8, priors, affine, focal, princpt, mano):
     model = nnx.merge(graphdef, state)[0]
     model.eval()
-    out = model(stage1.normalize(images_u8), None, affine=affine, focal=focal, princpt=princpt)
+    out = model(stage1.normalize(images_u8), priors, affine=affine, focal=focal,
+                princpt=princpt)
     mesh_out = losses_lib.mano_outputs(out, mano)
     return {'joints': mesh_out['joints_cam'], 'verts': mesh_out['vertices'],
             'rel_root': out['rel_root'], 'pose_6d': out['pose_6d'], 'betas': out['betas'],
@@ -108,14 +110,16 @@ def load_stage1(workdir: str, *, step: Optional[int] = None, mano_dir: Optional[
 
   def predict(batch):
     n = len(batch['image'])
+    keys = stage1.MODEL_INPUTS + (('priors',) if 'priors' in batch else ())
     outs = []
     for lo in range(0, n, size):
-      part = {k: np.asarray(batch[k][lo:lo + size]) for k in stage1.MODEL_INPUTS}
+      part = {k: np.asarray(batch[k][lo:lo + size]) for k in keys}
       m = len(part['image'])
       if m < size:  # pad with copies of the last example: one compiled shape
         part = {k: np.concatenate([v, np.repeat(v[-1:], size - m, 0)]) for k, v in part.items()}
       part = jax.device_put(part, data_sharding)
-      got = forward(state, part['image'], part['affine'], part['focal'], part['princpt'], mano)
+      got = forward(state, part['image'], part.get('priors'), part['affine'], part['focal'],
+                    part['princpt'], mano)
       outs.append({k: np.asarray(v, np.float64)[:m] for k, v in got.items()})
     return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
@@ -126,13 +130,17 @@ def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[st
                         root: Optional[str] = None, split: str = 'test',
                         mano_dir: Optional[str] = None, subset: Optional[str] = None,
                         step: Optional[int] = None, penetration: bool = True,
-                        limit: int = 0, chunk: int = 64, stage2: Optional[str] = None) -> dict:
+                        limit: int = 0, chunk: int = 64, stage2: Optional[str] = None,
+                        priors: Optional[str] = None) -> dict:
   """Scores a stage-1 checkpoint on a split. Data set, root and MANO folder
   default to the checkpoint's training config (the synthetic set it was
   trained on lives in WORKDIR/data/synthetic). Each example is cropped
   around its two hands' ground-truth box, centred, no augmentation (the
   InterWild test protocol). `stage2`: a stage-2 workdir; its gated repair
-  runs on the stage-1 outputs (boxes: the projected predicted meshes)."""
+  runs on the stage-1 outputs (boxes: the projected predicted meshes).
+  `priors`: a prior store of this split: the teacher's maps replace the FAE
+  at inference (the paper's distillation gap; needs a model trained with
+  priors)."""
   import numpy as np
 
   from a2p_jax.data import pipeline
@@ -151,13 +159,27 @@ def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[st
   cfg = input_lib.augment_config(config)
   rng = np.random.default_rng(0)  # unused without training augmentation
   repair_fn, gated_total = None, [0]
+  join = None
+  if priors:
+    from a2p_jax import teacher as teacher_lib
+    store = teacher_lib.open_store(priors)
+    store.check_covers([int(ds[i]['annot_id']) for i in range(len(ds))])
+    channels = teacher_lib.select_channels(store.meta, d.get('prior_groups') or None)
+    if len(channels) != int(ckpt_meta_channels(workdir, step)):
+      raise ValueError(f'{priors}: {len(channels)} prior channels for groups '
+                       f'{d.get("prior_groups")!r}, but the checkpoint was trained with '
+                       f'{ckpt_meta_channels(workdir, step)} (trained without priors?)')
+    join = pipeline._JoinPriors(store, channels)
   if stage2:
     from a2p_jax.diffusion import repair as repair_lib
     repair_fn, _ = repair_lib.load(stage2, mano_dir=mano_dir)
 
   def predict(exs):
+    if join is not None:
+      exs = [join(e) for e in exs]
     items = [pipeline.process(e, rng, cfg=cfg, models=models, training=False) for e in exs]
-    batch = {k: np.stack([it[k] for it in items]) for k in ('image', 'affine', 'focal', 'princpt')}
+    keys = ('image', 'affine', 'focal', 'princpt') + (('priors',) if join is not None else ())
+    batch = {k: np.stack([it[k] for it in items]) for k in keys}
     pred = predict_batch(batch)
     if repair_fn is not None:
       pred, gated = apply_stage2(pred, repair_fn, models, batch)
@@ -170,6 +192,7 @@ def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[st
           'step': int(step), 'mano': mano_dir or 'procedural (NOT MANO)',
           'stage2': os.path.abspath(stage2) if stage2 else None,
           'stage2_repaired': gated_total[0] if stage2 else None,
+          'teacher_priors_at_inference': os.path.abspath(priors) if priors else None,
           'seconds': round(time.time() - t0, 1)}
   summary = report.write(out_dir, res, meta, examples=ds, predict=predict)
   print(open(os.path.join(out_dir, 'report.md')).read())
@@ -204,3 +227,8 @@ def apply_stage2(pred: dict, repair_fn, models, batch: dict, boxes=None, *, seed
   roots = out['root_cam']
   out['rel_root'] = np.where(gated[:, None], roots[:, 1] - roots[:, 0], pred['rel_root'])
   return out, gated
+
+
+def ckpt_meta_channels(workdir: str, step: int) -> int:
+  from a2p_jax.train import checkpoint as ckpt_lib
+  return int(ckpt_lib.read_meta(workdir, step)[1]['prior_channels'])

@@ -25,7 +25,8 @@ def synthetic_root(config, workdir: str) -> str:
   root = os.path.join(workdir, 'data', 'synthetic')
   marker = os.path.join(root, 'synthetic_config.json')
   want = {'num_frames': int(d.synthetic_frames), 'seed': int(d.synthetic_seed),
-          'image_size': list(d.synthetic_image_size)}
+          'image_size': list(d.synthetic_image_size),
+          'orientation_deg': float(d.get('synthetic_orientation_deg', 180.0))}
   if jax.process_index() == 0:
     have = None
     if os.path.exists(marker):
@@ -40,7 +41,8 @@ def synthetic_root(config, workdir: str) -> str:
       print(f'generating the synthetic set ({d.synthetic_frames} frames) in {root}', flush=True)
       synthetic.generate(root, synthetic.Options(
           num_frames=int(d.synthetic_frames), seed=int(d.synthetic_seed),
-          image_size=tuple(d.synthetic_image_size), mano_dir=d.mano_dir or None))
+          image_size=tuple(d.synthetic_image_size), mano_dir=d.mano_dir or None,
+          orientation_deg=float(d.get('synthetic_orientation_deg', 180.0))))
   _sync('synthetic_root')
   return root
 

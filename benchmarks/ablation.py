@@ -1,0 +1,122 @@
+"""The paper's ablation, in structure, on the synthetic set at CPU size.
+
+    python benchmarks/ablation.py --out /tmp/a2p_ablation [--steps 600] [--frames 200]
+
+Rows (fixed seed, same data, same schedule; configs/synthetic_tiny.py):
+  baseline (no priors) -> + keypoint prior -> + segmentation -> + depth
+  -> + penetration diffusion (stage 2, configs/diffusion_tiny.py)
+and the distillation gap: the full model with the oracle teacher's maps at
+inference (F_p) instead of the FAE's (F_fae). Columns: MRRPE, MPJPE,
+MPJPE-XY, MPJPE-Z (InterWild protocol, mm), IH-MPJPE and PenVol (cm^3,
+interacting frames) on the synthetic test split. Runs resume: rerunning
+re-scores finished runs without training them again. Prints a markdown
+table and writes OUT/ablation.json.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+ROWS = (('baseline (no priors)', ''), ('+ keypoint', 'keypoint'),
+        ('+ segmentation', 'keypoint,segmentation'),
+        ('+ depth', 'keypoint,segmentation,depth'))
+COLS = (('MRRPE', 'mrrpe'), ('MPJPE', 'interwild/mpjpe_all'),
+        ('MPJPE-XY', 'interwild/mpjpe_xy_all'), ('MPJPE-Z', 'interwild/mpjpe_z_all'),
+        ('IH-MPJPE', 'interwild/mpjpe_ih'), ('PenVol', 'penvol_cm3'))
+
+
+def table(rows) -> str:
+  out = ['| model | ' + ' | '.join(c for c, _ in COLS) + ' |', '|---|' + '---:|' * len(COLS)]
+  for name, s in rows:
+    out.append(f'| {name} | ' + ' | '.join(
+        f'{s[k]:.3f}' if k == 'penvol_cm3' else f'{s[k]:.1f}' for _, k in COLS) + ' |')
+  return '\n'.join(out)
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  ap.add_argument('--out', required=True)
+  ap.add_argument('--steps', type=int, default=600, help='stage-1 steps per row')
+  ap.add_argument('--frames', type=int, default=200, help='synthetic frames (x4 cameras)')
+  ap.add_argument('--stage2_steps', type=int, default=0, help='0: configs/diffusion_tiny.py')
+  ap.add_argument('--stage2', default='', help='an existing stage-2 workdir to use instead')
+  args = ap.parse_args(argv)
+
+  import jax
+
+  from a2p_jax.data.interhand26m import InterHand26M
+  from a2p_jax.eval import run as eval_run
+  from a2p_jax.teacher import precompute, store as store_lib
+  from a2p_jax.train import input as input_lib
+  from a2p_jax.train import stage1, stage2
+  from configs import diffusion_tiny, synthetic_tiny
+
+  out = os.path.abspath(args.out)
+  os.makedirs(out, exist_ok=True)
+  t_start = time.time()
+
+  def config(groups):
+    c = synthetic_tiny.get_config()
+    c.num_train_steps = args.steps
+    c.data.synthetic_frames = args.frames
+    c.data.priors = 'oracle' if groups else ''
+    c.data.prior_groups = groups
+    c.progress = False
+    return c
+
+  root = input_lib.synthetic_root(config(''), out)
+  test_priors = os.path.join(out, 'data', 'priors', 'oracle_test')
+  if not store_lib.is_complete(test_priors):
+    precompute.precompute('oracle', InterHand26M(root, 'test', progress=False), test_priors,
+                          source_info={'dataset': 'synthetic', 'root': root, 'split': 'test'})
+
+  results, timings = [], {}
+  for name, groups in ROWS:
+    c = config(groups)
+    c.data.root = root
+    workdir = os.path.join(out, 'stage1_' + (groups.replace(',', '+') or 'none'))
+    print(f'\n== {name}: {workdir}', flush=True)
+    t0 = time.time()
+    stage1.train_and_evaluate(c, workdir)
+    timings[name] = time.time() - t0
+    summ = eval_run.evaluate_checkpoint(workdir, os.path.join(workdir, 'eval'), root=root,
+                                        split='test')
+    results.append((name, summ))
+  full = workdir
+
+  w2 = args.stage2
+  if not w2:
+    c2 = diffusion_tiny.get_config()
+    c2.data.root = root
+    c2.progress = False
+    if args.stage2_steps:
+      c2.num_train_steps = args.stage2_steps
+    w2 = os.path.join(out, 'stage2')
+    t0 = time.time()
+    stage2.train_and_evaluate(c2, w2)
+    timings['stage 2'] = time.time() - t0
+  summ = eval_run.evaluate_checkpoint(full, os.path.join(out, 'eval_stage1+2'), root=root,
+                                      split='test', stage2=w2)
+  results.append(('+ penetration diffusion', summ))
+  summ = eval_run.evaluate_checkpoint(full, os.path.join(out, 'eval_teacher_at_inference'),
+                                      root=root, split='test', priors=test_priors)
+  results.append(('full, oracle teacher at inference (F_p, not F_fae)', summ))
+
+  text = table(results)
+  n = results[0][1]
+  print(f'\n# Synthetic ablation ({jax.default_backend()}, {os.cpu_count()} cores): '
+        f'{args.frames} frames x 4 cameras, {args.steps} stage-1 steps per row, '
+        f'{n["count"]} test images ({n["count_ih"]} interacting); '
+        f'{(time.time() - t_start) / 60:.1f} min\n')
+  print(text)
+  with open(os.path.join(out, 'ablation.json'), 'w') as f:
+    json.dump({'args': vars(args), 'rows': [{'name': k, **v} for k, v in results],
+               'train_seconds': timings}, f, indent=1, default=float)
+
+
+if __name__ == '__main__':
+  main()
