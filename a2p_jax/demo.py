@@ -1,5 +1,5 @@
 """The main job on the embedded default (`make demo`): no downloads, 2-core
-CPU, about 15 minutes.
+CPU, about 15 minutes (stage 2 at half the tiny config's steps and pairs).
 
     python -m a2p_jax.demo --out demo_out
 
@@ -42,8 +42,10 @@ def main(argv=None):
   ap.add_argument('--out', default='demo_out')
   ap.add_argument('--stage1_steps', type=int, default=None,
                   help='stage-1 steps (default: configs/synthetic_tiny.py)')
-  ap.add_argument('--stage2_steps', type=int, default=None,
-                  help='stage-2 steps (default: configs/diffusion_tiny.py)')
+  ap.add_argument('--stage2_steps', type=int, default=1500,
+                  help='stage-2 steps (configs/diffusion_tiny.py trains 3000)')
+  ap.add_argument('--stage2_pairs', type=int, default=1000,
+                  help='perturbed ground-truth pairs (configs/diffusion_tiny.py: 2000)')
   args = ap.parse_args(argv)
   t_start = time.time()
   import jax
@@ -73,6 +75,8 @@ def main(argv=None):
   c2.data.root = root
   if args.stage2_steps:
     c2.num_train_steps = args.stage2_steps
+  if args.stage2_pairs:
+    c2.data.num_pairs = args.stage2_pairs
   w2 = os.path.join(out, 'stage2')
   print('\n== stage 2: penetrating pairs, diffusion training ==', flush=True)
   t0 = time.time()
