@@ -43,6 +43,7 @@ def main(argv=None):
   ap.add_argument('--steps', type=int, default=600, help='stage-1 steps per row')
   ap.add_argument('--frames', type=int, default=200, help='synthetic frames (x4 cameras)')
   ap.add_argument('--stage2_steps', type=int, default=0, help='0: configs/diffusion_tiny.py')
+  ap.add_argument('--stage2_pairs', type=int, default=0, help='0: configs/diffusion_tiny.py')
   ap.add_argument('--stage2', default='', help='an existing stage-2 workdir to use instead')
   args = ap.parse_args(argv)
 
@@ -95,6 +96,8 @@ def main(argv=None):
     c2.progress = False
     if args.stage2_steps:
       c2.num_train_steps = args.stage2_steps
+    if args.stage2_pairs:
+      c2.data.num_pairs = args.stage2_pairs
     w2 = os.path.join(out, 'stage2')
     t0 = time.time()
     stage2.train_and_evaluate(c2, w2)
