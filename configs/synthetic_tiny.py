@@ -5,6 +5,15 @@ a 2-core CPU in minutes and visibly learns (the demo uses it).
 
 The synthetic set (procedural hand, NOT MANO) is generated into
 WORKDIR/data on first use; the oracle teacher's priors too.
+
+CPU-size choices (measured 2026-12-02, 600 steps, no priors, test split):
+with uniformly random hand orientations, rotation/flip augmentation and
+betas at full weight the model only learns the 2D alignment (MPJPE 130 mm,
+a constant mean pose scores 133 mm); with orientations within 45 degrees,
+no rotation/flip augmentation and the betas term at 0.1 (betas are barely
+visible in 128 px crops and their L1 dominated the total) it learns 3D
+(MPJPE 95.6 mm vs 168.1 mm for the constant on that set). The paper config
+keeps the full augmentation.
 `get_config('test')`: a few steps of an even smaller model, for tests.
 """
 
@@ -22,6 +31,10 @@ def get_config(arg=None):
   c.data.priors = 'oracle'
   c.data.synthetic_frames = 200
   c.data.synthetic_image_size = (256, 192)
+  c.data.synthetic_orientation_deg = 45.0
+  c.data.aug_rotation_deg = 0.0
+  c.data.aug_flip_prob = 0.0
+  c.loss.mano_shape = 0.1
   c.model.input_hw = (128, 128)
   c.model.encoder_depth = 18
   c.model.encoder_width = 16
@@ -38,6 +51,11 @@ def get_config(arg=None):
   c.optim.warmup_steps = 20
   c.optim.grad_clip = 1.0
   if arg == 'test':
+    # The tests exercise the full augmentation and the uniform orientations.
+    c.data.synthetic_orientation_deg = 180.0
+    c.data.aug_rotation_deg = 30.0
+    c.data.aug_flip_prob = 0.5
+    c.loss.mano_shape = 1.0
     c.batch_size = 8
     c.num_train_steps = 4
     c.log_every = 2
