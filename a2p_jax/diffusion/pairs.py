@@ -215,18 +215,13 @@ def stage1_predict_fn(workdir: str, mano_dir: Optional[str] = None):
   """predict_fn for `prediction_pairs` from a stage-1 training workdir: each
   reader example cropped around its hands as in evaluation (no
   augmentation), the checkpoint's inference path (FAE, no teacher)."""
-  from a2p_jax.data import pipeline
-  from a2p_jax.eval.run import load_stage1
+  from a2p_jax.eval.run import eval_batch, load_stage1
   from a2p_jax.train import input as input_lib
   config, predict_batch, _, models = load_stage1(workdir, mano_dir=mano_dir)
   cfg = input_lib.augment_config(config)
-  rng = np.random.default_rng(0)  # unused without training augmentation
 
   def predict(examples):
-    items = [pipeline.process(e, rng, cfg=cfg, models=models, training=False)
-             for e in examples]
-    batch = {k: np.stack([it[k] for it in items]) for k in ('image', 'affine', 'focal',
-                                                             'princpt')}
+    batch = eval_batch(examples, cfg, models)
     out = predict_batch(batch)
     return {k: out[k] for k in KEYS}
 

@@ -24,6 +24,13 @@ def dataset(name: str, root: str, split: str, *, mano_dir: Optional[str] = None,
   raise ValueError(f'--dataset must be synthetic, interhand26m or hic, got {name!r}')
 
 
+def _write_report(out_dir, res, meta, ds, predict) -> dict:
+  summary = report.write(out_dir, res, meta, examples=ds, predict=predict)
+  print(open(os.path.join(out_dir, 'report.md')).read())
+  print(f'wrote {out_dir}/report.json, report.md, per_sample.npz, figures/')
+  return summary
+
+
 def evaluate_predictions(path: str, name: str, root: str, split: str, out_dir: str, *,
                          mano_dir: Optional[str] = None, subset: Optional[str] = None,
                          penetration: bool = True, chunk: int = 64) -> dict:
@@ -34,8 +41,10 @@ def evaluate_predictions(path: str, name: str, root: str, split: str, out_dir: s
   ds = dataset(name, root, split, mano_dir=mano_dir, subset=subset)
   models = load_hand_models(mano_dir)
   # Coverage first, so a bad file fails before minutes of scoring.
-  ids = [int(ds[i]['annot_id']) for i in range(len(ds))]
-  missing = [a for a in ids if a not in preds.ids()]
+  from a2p_jax.teacher import source_annot_ids
+  ids = source_annot_ids(ds).tolist()
+  have = preds.ids()
+  missing = [a for a in ids if a not in have]
   if missing:
     from a2p_jax.eval.predictions import PredictionsError
     raise PredictionsError(f'{path}: no prediction for annotation id {missing[0]} '
@@ -50,10 +59,23 @@ def evaluate_predictions(path: str, name: str, root: str, split: str, out_dir: s
   meta = {'dataset': name, 'split': split, 'root': os.path.abspath(root), 'subset': subset,
           'predictions': os.path.abspath(path), 'mano': mano_dir or 'procedural (NOT MANO)',
           'seconds': round(time.time() - t0, 1)}
-  summary = report.write(out_dir, res, meta, examples=ds, predict=predict)
-  print(open(os.path.join(out_dir, 'report.md')).read())
-  print(f'wrote {out_dir}/report.json, report.md, per_sample.npz, figures/')
-  return summary
+  return _write_report(out_dir, res, meta, ds, predict)
+
+
+def eval_batch(examples, cfg, models, join=None) -> dict:
+  """Reader examples -> the model inputs of evaluation: centred crops of
+  the two-hand box, no augmentation (`pipeline.process`, training=False);
+  with `join` (a teacher-prior join) also 'priors'."""
+  import numpy as np
+
+  from a2p_jax.data import pipeline
+  from a2p_jax.train.stage1 import MODEL_INPUTS
+  if join is not None:
+    examples = [join(e) for e in examples]
+  rng = np.random.default_rng(0)  # unused without training augmentation
+  items = [pipeline.process(e, rng, cfg=cfg, models=models, training=False) for e in examples]
+  keys = MODEL_INPUTS + (('priors',) if join is not None else ())
+  return {k: np.stack([it[k] for it in items]) for k in keys}
 
 
 def load_stage1(workdir: str, *, step: Optional[int] = None, mano_dir: Optional[str] = None):
@@ -75,7 +97,6 @@ def load_stage1(workdir: str, *, step: Optional[int] = None, mano_dir: Optional[
   from flax import nnx
 
   from a2p_jax.data.hands import load_hand_models
-  from a2p_jax.models import losses as losses_lib
   from a2p_jax.train import checkpoint as ckpt_lib
   from a2p_jax.train import sharding as shard_lib
   from a2p_jax.train import stage1
@@ -95,16 +116,7 @@ def load_stage1(workdir: str, *, step: Optional[int] = None, mano_dir: Optional[
   data_sharding = shard_lib.batch_sharding(mesh)
   n_dev = mesh.devices.size
 
-  @jax.jit
-  def forward(state, images_u8, priors, affine, focal, princpt, mano):
-    model = nnx.merge(graphdef, state)[0]
-    model.eval()
-    out = model(stage1.normalize(images_u8), priors, affine=affine, focal=focal,
-                princpt=princpt)
-    mesh_out = losses_lib.mano_outputs(out, mano)
-    return {'joints': mesh_out['joints_cam'], 'verts': mesh_out['vertices'],
-            'rel_root': out['rel_root'], 'pose_6d': out['pose_6d'], 'betas': out['betas'],
-            'root_cam': out['root_cam']}
+  forward = stage1.make_predict(graphdef)
 
   size = max(int(config.get('eval_batch_size', 32)) // n_dev, 1) * n_dev
 
@@ -123,6 +135,7 @@ def load_stage1(workdir: str, *, step: Optional[int] = None, mano_dir: Optional[
       outs.append({k: np.asarray(v, np.float64)[:m] for k, v in got.items()})
     return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
+  predict.prior_channels = int(meta['prior_channels'])
   return config, predict, step, models
 
 
@@ -141,8 +154,6 @@ def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[st
   `priors`: a prior store of this split: the teacher's maps replace the FAE
   at inference (the paper's distillation gap; needs a model trained with
   priors)."""
-  import numpy as np
-
   from a2p_jax.data import pipeline
   from a2p_jax.train import input as input_lib
 
@@ -157,29 +168,24 @@ def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[st
   if limit:
     ds = [ds[i] for i in range(min(limit, len(ds)))]
   cfg = input_lib.augment_config(config)
-  rng = np.random.default_rng(0)  # unused without training augmentation
   repair_fn, gated_total = None, [0]
   join = None
   if priors:
     from a2p_jax import teacher as teacher_lib
     store = teacher_lib.open_store(priors)
-    store.check_covers([int(ds[i]['annot_id']) for i in range(len(ds))])
+    store.check_covers(teacher_lib.source_annot_ids(ds))
     channels = teacher_lib.select_channels(store.meta, d.get('prior_groups') or None)
-    if len(channels) != int(ckpt_meta_channels(workdir, step)):
+    if len(channels) != predict_batch.prior_channels:
       raise ValueError(f'{priors}: {len(channels)} prior channels for groups '
                        f'{d.get("prior_groups")!r}, but the checkpoint was trained with '
-                       f'{ckpt_meta_channels(workdir, step)} (trained without priors?)')
+                       f'{predict_batch.prior_channels} (trained without priors?)')
     join = pipeline._JoinPriors(store, channels)
   if stage2:
     from a2p_jax.diffusion import repair as repair_lib
     repair_fn, _ = repair_lib.load(stage2, mano_dir=mano_dir)
 
   def predict(exs):
-    if join is not None:
-      exs = [join(e) for e in exs]
-    items = [pipeline.process(e, rng, cfg=cfg, models=models, training=False) for e in exs]
-    keys = ('image', 'affine', 'focal', 'princpt') + (('priors',) if join is not None else ())
-    batch = {k: np.stack([it[k] for it in items]) for k in keys}
+    batch = eval_batch(exs, cfg, models, join)
     pred = predict_batch(batch)
     if repair_fn is not None:
       pred, gated = apply_stage2(pred, repair_fn, models, batch)
@@ -194,10 +200,7 @@ def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[st
           'stage2_repaired': gated_total[0] if stage2 else None,
           'teacher_priors_at_inference': os.path.abspath(priors) if priors else None,
           'seconds': round(time.time() - t0, 1)}
-  summary = report.write(out_dir, res, meta, examples=ds, predict=predict)
-  print(open(os.path.join(out_dir, 'report.md')).read())
-  print(f'wrote {out_dir}/report.json, report.md, per_sample.npz, figures/')
-  return summary
+  return _write_report(out_dir, res, meta, ds, predict)
 
 
 def apply_stage2(pred: dict, repair_fn, models, batch: dict, boxes=None, *, seed: int = 0):
@@ -228,7 +231,3 @@ def apply_stage2(pred: dict, repair_fn, models, batch: dict, boxes=None, *, seed
   out['rel_root'] = np.where(gated[:, None], roots[:, 1] - roots[:, 0], pred['rel_root'])
   return out, gated
 
-
-def ckpt_meta_channels(workdir: str, step: int) -> int:
-  from a2p_jax.train import checkpoint as ckpt_lib
-  return int(ckpt_lib.read_meta(workdir, step)[1]['prior_channels'])

@@ -10,7 +10,8 @@ import jax
 from a2p_jax.data import pipeline
 
 
-def _sync(name: str):
+def sync(name: str):
+  """Barrier over all processes (no-op on one)."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(name)
@@ -43,7 +44,7 @@ def synthetic_root(config, workdir: str) -> str:
           num_frames=int(d.synthetic_frames), seed=int(d.synthetic_seed),
           image_size=tuple(d.synthetic_image_size), mano_dir=d.mano_dir or None,
           orientation_deg=float(d.get('synthetic_orientation_deg', 180.0))))
-  _sync('synthetic_root')
+  sync('synthetic_root')
   return root
 
 
@@ -128,7 +129,7 @@ def prior_store(config, workdir: str, src):
       print(f'computing oracle priors of {root} ({d.train_split}) into {path}', flush=True)
       precompute.precompute('oracle', full, path, source_info={
           'dataset': 'synthetic', 'root': os.path.abspath(root), 'split': d.train_split})
-    _sync('prior_store')
+    sync('prior_store')
   else:
     path = d.priors
   store = teacher_lib.open_store(path)

@@ -10,8 +10,6 @@ draws what an uninterrupted one would.
 
 import math
 import os
-import signal
-import time
 from typing import Any, Callable
 
 import jax
@@ -27,14 +25,12 @@ from a2p_jax.models import losses as losses_lib
 from a2p_jax.models.stage1 import Stage1, param_counts
 from a2p_jax.train import checkpoint as ckpt_lib
 from a2p_jax.train import input as input_lib
+from a2p_jax.train import loop as loop_lib
 from a2p_jax.train import metrics as metrics_lib
 from a2p_jax.train import sharding as shard_lib
+from a2p_jax.train.loop import NonFiniteError  # noqa: F401  (public here too)
 
 MODEL_INPUTS = ('image', 'affine', 'focal', 'princpt')
-
-
-class NonFiniteError(FloatingPointError):
-  pass
 
 
 def learning_rate_schedule(config, steps_per_epoch: int) -> Callable[[Any], Any]:
@@ -144,28 +140,6 @@ BATCH_KEYS = ('image', 'joints_2d', 'joints_rel', 'depth_rel', 'joint_valid', 'h
               'rel_root_valid', 'affine', 'focal', 'princpt')
 
 
-class _Preemption:
-  """SIGTERM (sent before a pod is preempted) -> save and exit cleanly."""
-
-  def __init__(self):
-    self.requested = False
-    self._old = None
-
-  def __enter__(self):
-    try:
-      self._old = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread
-      self._old = None
-    return self
-
-  def _handle(self, signum, frame):
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
-
-
 def _host(x):
   return np.asarray(jax.device_get(x))
 
@@ -227,35 +201,24 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if is_main and config.progress:
     from tqdm import tqdm
     pbar = tqdm(total=num_steps, initial=start, desc='stage1', unit='step', dynamic_ncols=True)
-  acc, n_acc, t_log = None, 0, time.perf_counter()
+  means = loop_lib.MetricMeans(config.batch_size, lr_fn, mngr.directory)
   last, history = {}, []
   step = start
-  with _Preemption() as preempt:
+  with loop_lib.Preemption() as preempt:
     while step < num_steps:
       local = next(train_iter)
       batch = shard_lib.global_batch({k: local[k] for k in keys}, data_sharding)
       state, m = train_step(state, batch, mano, jnp.asarray(step, jnp.int32))
       step += 1
-      acc = m if acc is None else jax.tree.map(jnp.add, acc, m)
-      n_acc += 1
+      means.add(m)
       if pbar is not None:
         pbar.update(1)
       log_now = step % config.log_every == 0 or step == num_steps
       save_now = step % config.checkpoint_every == 0 or step == num_steps or preempt.requested
       if log_now or save_now:
-        host = {k: float(v) / n_acc for k, v in jax.device_get(acc).items()}
-        if host['nonfinite'] > 0:
-          raise NonFiniteError(
-              f'non-finite loss or gradient at step <= {step} (the update was skipped; '
-              f'the last checkpoint in {mngr.directory} is intact): {host}')
-        dt = time.perf_counter() - t_log
-        host['nonfinite'] = 0.0
-        host['learning_rate'] = float(lr_fn(step))
-        host['examples_per_s'] = n_acc * config.batch_size / dt
-        writer.scalars(step, host, console=pbar is None or log_now)
-        history.append(dict(host, step=step))
-        last = host
-        acc, n_acc, t_log = None, 0, time.perf_counter()
+        last = means.means(step)
+        writer.scalars(step, last, console=pbar is None or log_now)
+        history.append(dict(last, step=step))
       if config.image_every and step % config.image_every == 0:
         writer.images(step, _pictures(predict, state, local, mano))
       if save_now:
@@ -274,14 +237,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def make_predict(graphdef):
-  """Jitted inference-path prediction (F_fae, eval mode) -> MANO meshes."""
+  """Jitted eval-mode prediction `predict(state, images_u8, priors, affine,
+  focal, princpt, mano)` -> {'joints' (B, 42, 3) and 'verts' (B, 2, V, 3)
+  camera space, 'rel_root', 'pose_6d', 'betas', 'root_cam'}. priors None:
+  the inference path (F_fae); teacher maps: F_p."""
 
   @jax.jit
-  def predict(state, images_u8, affine, focal, princpt, mano):
+  def predict(state, images_u8, priors, affine, focal, princpt, mano):
     model = nnx.merge(graphdef, state)[0]
     model.eval()
-    out = model(normalize(images_u8), None, affine=affine, focal=focal, princpt=princpt)
-    return losses_lib.mano_outputs(out, mano)
+    out = model(normalize(images_u8), priors, affine=affine, focal=focal, princpt=princpt)
+    mesh = losses_lib.mano_outputs(out, mano)
+    return {'joints': mesh['joints_cam'], 'verts': mesh['vertices'], 'rel_root': out['rel_root'],
+            'pose_6d': out['pose_6d'], 'betas': out['betas'], 'root_cam': out['root_cam']}
 
   return predict
 
@@ -289,8 +257,8 @@ def make_predict(graphdef):
 def _pictures(predict, state, local, mano, n: int = 2):
   """Predicted meshes over the first inputs of a batch."""
   sl = {k: np.asarray(local[k][:n]) for k in MODEL_INPUTS}
-  mesh = predict(state, sl['image'], sl['affine'], sl['focal'], sl['princpt'], mano)
-  verts = _host(mesh['vertices'])  # (n, 2, V, 3)
+  mesh = predict(state, sl['image'], None, sl['affine'], sl['focal'], sl['princpt'], mano)
+  verts = _host(mesh['verts'])  # (n, 2, V, 3)
   pics = {}
   for i in range(verts.shape[0]):
     hand = np.repeat([0, 1], verts.shape[2])

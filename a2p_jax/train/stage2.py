@@ -11,9 +11,7 @@ the checkpointed tree: {'train': (model, optimizer) state, 'stats':
 """
 
 import json
-import math
 import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -29,15 +27,9 @@ from a2p_jax.diffusion import state as state_lib
 from a2p_jax.models.denoiser import Denoiser
 from a2p_jax.train import checkpoint as ckpt_lib
 from a2p_jax.train import input as input_lib
+from a2p_jax.train import loop as loop_lib
 from a2p_jax.train import metrics as metrics_lib
 from a2p_jax.train import sharding as shard_lib
-from a2p_jax.train.stage1 import NonFiniteError, _Preemption
-
-
-def _sync(name: str):
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
 
 
 def pairs_path(config, workdir: str) -> str:
@@ -63,7 +55,7 @@ def pairs_path(config, workdir: str) -> str:
     tmp = path + '.tmp.npz'
     pairs_lib.save(tmp, g, c)
     os.replace(tmp, path)
-  _sync('stage2_pairs')
+  input_lib.sync('stage2_pairs')
   return path
 
 
@@ -229,35 +221,24 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if is_main and config.progress:
     from tqdm import tqdm
     pbar = tqdm(total=num_steps, initial=start, desc='stage2', unit='step', dynamic_ncols=True)
-  acc, n_acc, t_log = None, 0, time.perf_counter()
+  means = loop_lib.MetricMeans(config.batch_size, lr_fn, mngr.directory)
   last, history = {}, []
   step = start
-  with _Preemption() as preempt:
+  with loop_lib.Preemption() as preempt:
     while step < num_steps:
       idx = draw_indices(config, step, source)[lo:lo + local_batch]
       batch = shard_lib.global_batch({'x0': x0_all[idx], 'x_c': xc_all[idx]}, data_sharding)
       train_state, m = train_step(train_state, batch, stats, mano, jnp.asarray(step, jnp.int32))
       step += 1
-      acc = m if acc is None else jax.tree.map(jnp.add, acc, m)
-      n_acc += 1
+      means.add(m)
       if pbar is not None:
         pbar.update(1)
       log_now = step % config.log_every == 0 or step == num_steps
       save_now = step % config.checkpoint_every == 0 or step == num_steps or preempt.requested
       if log_now or save_now:
-        host = {k: float(v) / n_acc for k, v in jax.device_get(acc).items()}
-        if host['nonfinite'] > 0:
-          raise NonFiniteError(
-              f'non-finite loss or gradient at step <= {step} (the update was skipped; '
-              f'the last checkpoint in {mngr.directory} is intact): {host}')
-        dt = time.perf_counter() - t_log
-        host['nonfinite'] = 0.0
-        host['learning_rate'] = float(lr_fn(step))
-        host['examples_per_s'] = n_acc * config.batch_size / dt
-        writer.scalars(step, host, console=pbar is None or log_now)
-        history.append(dict(host, step=step))
-        last = host
-        acc, n_acc, t_log = None, 0, time.perf_counter()
+        last = means.means(step)
+        writer.scalars(step, last, console=pbar is None or log_now)
+        history.append(dict(last, step=step))
       if save_now:
         ckpt_lib.save(mngr, step, {'train': train_state, 'stats': stats}, None, meta, force=True)
       if preempt.requested:
