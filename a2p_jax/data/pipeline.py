@@ -163,11 +163,10 @@ def process(ex: dict, rng: np.random.Generator, *, cfg: AugmentConfig, models,
       'flipped': np.int32(p['flip']),
   }
   if 'priors' in ex and cfg.prior_hw is not None:
-    map_affine = ex.get('priors_affine')
-    if map_affine is None:  # maps on the image grid, one map pixel = `priors_stride` px
-      st = float(ex.get('priors_stride', 1.0))
-      map_affine = np.array([[1 / st, 0, 0.5 / st - 0.5], [0, 1 / st, 0.5 / st - 0.5]])
-    out['priors'] = prior_maps(ex['priors'], map_affine, pixel_affine, cfg,
+    if 'priors_affine' not in ex:
+      raise KeyError(f'annotation {ex.get("annot_id")}: priors without priors_affine '
+                     f'(image px -> map px; join a prior store with make_dataset(priors=...))')
+    out['priors'] = prior_maps(ex['priors'], ex['priors_affine'], pixel_affine, cfg,
                                ex.get('priors_flip') if p['flip'] else None)
   return out
 
