@@ -45,6 +45,9 @@ def main(argv=None):
   ap.add_argument('--stage2_steps', type=int, default=0, help='0: configs/diffusion_tiny.py')
   ap.add_argument('--stage2_pairs', type=int, default=0, help='0: configs/diffusion_tiny.py')
   ap.add_argument('--stage2', default='', help='an existing stage-2 workdir to use instead')
+  ap.add_argument('--seed', type=int, default=0,
+                  help='training seed of every row (init, data order, dropout); the data set '
+                  'is the same for every seed')
   args = ap.parse_args(argv)
 
   import jax
@@ -63,6 +66,7 @@ def main(argv=None):
   def config(groups):
     c = synthetic_tiny.get_config()
     c.num_train_steps = args.steps
+    c.seed = args.seed
     c.data.synthetic_frames = args.frames
     c.data.priors = 'oracle' if groups else ''
     c.data.prior_groups = groups
@@ -94,6 +98,7 @@ def main(argv=None):
     c2 = diffusion_tiny.get_config()
     c2.data.root = root
     c2.progress = False
+    c2.seed = args.seed
     if args.stage2_steps:
       c2.num_train_steps = args.stage2_steps
     if args.stage2_pairs:
@@ -113,7 +118,7 @@ def main(argv=None):
   n = results[0][1]
   print(f'\n# Synthetic ablation ({jax.default_backend()}, {os.cpu_count()} cores): '
         f'{args.frames} frames x 4 cameras, {args.steps} stage-1 steps per row, '
-        f'{n["count"]} test images ({n["count_ih"]} interacting); '
+        f'{n["count"]} test images ({n["count_ih"]} interacting), seed {args.seed}; '
         f'{(time.time() - t_start) / 60:.1f} min\n')
   print(text)
   with open(os.path.join(out, 'ablation.json'), 'w') as f:

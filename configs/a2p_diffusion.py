@@ -79,6 +79,8 @@ def base() -> ml_collections.ConfigDict:
   c.sampling.guidance_max_step = 0.5   # L2 cap of one guidance step (normalized units)
   c.sampling.final_steps = 0        # extra guidance-only steps on the final sample
   c.sampling.final_scale = 0.0
+  c.sampling.keep = ''              # parts of X taken from X_c at every step (guidance still
+                                    # moves them): '', 'betas', 'betas,fingers', ... (state.PARTS)
 
   c.collision = ml_collections.ConfigDict()
   c.collision.dist_threshold = 0.02   # m

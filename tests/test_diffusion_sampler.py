@@ -86,3 +86,24 @@ def test_sampler_traces_once_and_guidance_applies():
   assert len(traces) == 1
   # Oracle returns x_c = 0; guided steps pull x0 toward 2 on the last step.
   assert np.all(np.asarray(outs[0]) > 0.1)
+
+
+def test_kept_dimensions_are_the_condition_plus_guidance_only():
+  ab = schedule_lib.cosine_alpha_bar(T)
+  ts = schedule_lib.ddim_timesteps(T, 6, start=499)
+  rng = np.random.default_rng(2)
+  x_c = jnp.asarray(rng.normal(size=(3, 5)), jnp.float32)
+  keep = np.array([True, False, True, False, False])
+  far = x_c + 10.0  # a denoiser that moves everything far away
+  run = lambda guide, lam: sampler_lib.ddim_sample(
+      lambda x, t, c: c + 10.0, x_c, jax.random.key(0), alpha_bar=ab, timesteps=ts,
+      keep=keep, guide_grad=guide, lambdas=lam)
+  out = np.asarray(jax.jit(lambda: run(None, None))())
+  np.testing.assert_array_equal(out[:, keep], np.asarray(x_c)[:, keep])
+  np.testing.assert_allclose(out[:, ~keep], np.asarray(far)[:, ~keep], atol=1e-4)
+  # Guidance still moves kept dimensions: toward 0 with weight 0.5 on the last step only.
+  lam = np.zeros(len(ts), np.float32)
+  lam[-1] = 0.5
+  out = np.asarray(jax.jit(lambda: run(lambda x0: x0, lam))())
+  np.testing.assert_allclose(out[:, keep], 0.5 * np.asarray(x_c)[:, keep], atol=1e-5)
+  np.testing.assert_allclose(out[:, ~keep], 0.5 * np.asarray(far)[:, ~keep], atol=1e-4)

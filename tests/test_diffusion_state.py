@@ -81,3 +81,16 @@ def test_token_layout_covers_the_state_once():
     assert size <= state_lib.TOKEN_WIDTH
     covered[start:start + size] += 1
   assert np.all(covered == 1)
+
+
+def test_part_masks_partition_the_state():
+  names = ('right_root', 'right_fingers', 'right_betas', 'left_root', 'left_fingers',
+           'left_betas', 'rel_trans')
+  total = sum(state_lib.part_mask([n]).astype(int) for n in names)
+  assert np.all(total == 1)
+  np.testing.assert_array_equal(state_lib.part_mask('betas'),
+                                state_lib.part_mask('right_betas,left_betas'))
+  assert state_lib.part_mask('betas').sum() == 20 and state_lib.part_mask('fingers').sum() == 180
+  assert not state_lib.part_mask('').any()
+  with pytest.raises(ValueError, match='finger'):
+    state_lib.part_mask('finger')

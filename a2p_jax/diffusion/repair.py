@@ -44,6 +44,8 @@ def make_sample_fn(graphdef, config, models):
   every pair (the diffusion + guidance, no gating)."""
   alpha_bar, ts, lam = sampling_arrays(config)
   s = config.sampling
+  keep = state_lib.part_mask(s.get('keep', ''))
+  keep = keep if keep.any() else None
 
   def sample(model_state, stats, params, key):
     model = nnx.merge(graphdef, model_state)
@@ -62,7 +64,7 @@ def make_sample_fn(graphdef, config, models):
                                 guide_grad=grad_fn if use_guidance else None, lambdas=lam,
                                 max_step=s.guidance_max_step,
                                 refine_steps=int(s.final_steps) if use_guidance else 0,
-                                refine_lambda=s.final_scale, x_init=x_init)
+                                refine_lambda=s.final_scale, x_init=x_init, keep=keep)
     return state_lib.from_state(state_lib.denormalize(z, stats), root_right)
 
   return sample

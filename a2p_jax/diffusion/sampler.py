@@ -4,6 +4,7 @@ step or per sample).
 
 Per step t -> t_prev:
   x0  = stop_gradient(D(x_t, t, x_c))              (never differentiated)
+  x0  = where(keep, x_c, x0)                        (parts kept from the condition)
   x0 <- x0 - lambda_t * grad_x0 L_collision(x0)     (if lambda_t > 0)
   eps = (x_t - sqrt(ab_t) x0) / sqrt(1 - ab_t)      (re-derived from the guided x0)
   x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma z,
@@ -41,7 +42,8 @@ def clip_step(step, max_norm):
 
 def ddim_sample(denoise_fn: Callable, x_c, key, *, alpha_bar, timesteps, eta: float = 0.0,
                 guide_grad: Optional[Callable] = None, lambdas=None, max_step: float = 0.0,
-                x_init=None, refine_steps: int = 0, refine_lambda: float = 0.0):
+                x_init=None, refine_steps: int = 0, refine_lambda: float = 0.0,
+                keep=None):
   """DDIM sample (B, D) given the condition x_c (B, D).
 
   denoise_fn(x_t, t (B,) int32, x_c) -> x0; guide_grad(x0) -> d loss / d x0
@@ -50,9 +52,14 @@ def ddim_sample(denoise_fn: Callable, x_c, key, *, alpha_bar, timesteps, eta: fl
   sample's guidance step (L2, 0: off); x_init: x_T (default N(0, I) from key).
   refine_steps: guidance-only steps on the final sample (x0 = x, weight
   refine_lambda), run as extra iterations of the same scan (one traced
-  guidance gradient, not two).
+  guidance gradient, not two). keep: (D,) bool, dimensions whose x0 estimate
+  is the condition's at every step (only guidance moves them): the repair
+  changes what the collision needs and leaves, say, the hand shapes as
+  stage 1 estimated them.
   """
   alpha_bar = jnp.asarray(alpha_bar, jnp.float32)
+  if keep is not None:
+    keep = jnp.asarray(keep, bool)
   ts = jnp.asarray(timesteps, jnp.int32)
   lam = jnp.zeros(ts.shape, jnp.float32) if lambdas is None else jnp.asarray(lambdas,
                                                                             jnp.float32)
@@ -81,6 +88,8 @@ def ddim_sample(denoise_fn: Callable, x_c, key, *, alpha_bar, timesteps, eta: fl
     x0 = jax.lax.cond(is_refine, lambda x: x,
                       lambda x: denoise_fn(x, jnp.full((b,), t, jnp.int32), x_c), x)
     x0 = jax.lax.stop_gradient(x0)
+    if keep is not None:
+      x0 = jnp.where(keep, x_c, x0)
     x0 = guide(x0, lam_t)
     ab = alpha_bar[t]
     ab_prev = jnp.where(tp >= 0, alpha_bar[jnp.maximum(tp, 0)], 1.0)

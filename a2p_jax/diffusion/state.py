@@ -36,6 +36,18 @@ TOKENS = tuple([(6 * j, 6) for j in range(NUM_JOINTS)] + [(POSE_DIM, 10)]
                + [(2 * HAND_DIM, 3)])
 TOKEN_WIDTH = 10
 MIN_STD = 1e-2
+# Named parts of X, (start, stop) ranges; 'betas', 'fingers', 'roots' name both hands.
+PARTS = {
+    'right_root': ((0, 6),), 'right_fingers': ((6, POSE_DIM),),
+    'right_betas': ((POSE_DIM, HAND_DIM),),
+    'left_root': ((HAND_DIM, HAND_DIM + 6),),
+    'left_fingers': ((HAND_DIM + 6, HAND_DIM + POSE_DIM),),
+    'left_betas': ((HAND_DIM + POSE_DIM, 2 * HAND_DIM),),
+    'rel_trans': ((2 * HAND_DIM, DIM),),
+}
+PARTS['betas'] = PARTS['right_betas'] + PARTS['left_betas']
+PARTS['fingers'] = PARTS['right_fingers'] + PARTS['left_fingers']
+PARTS['roots'] = PARTS['right_root'] + PARTS['left_root']
 
 
 def _canon(d6):
@@ -86,6 +98,21 @@ def from_state(x: jnp.ndarray, root_right: jnp.ndarray) -> Dict[str, jnp.ndarray
           'betas': jnp.stack([x[..., POSE_DIM:HAND_DIM], x[..., HAND_DIM + POSE_DIM:2 * HAND_DIM]],
                              -2),
           'root_cam': jnp.stack([root_right, root_right + rel_t], -2)}
+
+
+def part_mask(names) -> np.ndarray:
+  """(DIM,) bool, True on the named parts of X (see PARTS); names: a
+  sequence or a comma-separated string ('' -> nothing)."""
+  if isinstance(names, str):
+    names = [n.strip() for n in names.split(',') if n.strip()]
+  mask = np.zeros(DIM, bool)
+  for n in names:
+    if n not in PARTS:
+      raise ValueError(f'unknown part {n!r} of the diffusion state; expected one of '
+                       f'{sorted(PARTS)}')
+    for a, b in PARTS[n]:
+      mask[a:b] = True
+  return mask
 
 
 def compute_stats(x: np.ndarray) -> Dict[str, np.ndarray]:
