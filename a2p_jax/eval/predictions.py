@@ -15,6 +15,9 @@ tip..., wrist last) with optional vertices, or null for a hand the method
 did not predict (its errors then count as missing: the file is rejected if
 the ground truth has that hand). NPZ format: `annot_id` (N,), `joints`
 (N, 42, 3), optional `vertices` (N, 2, V, 3), and a string `units`.
+
+A file whose numbers contradict its "units" (hands ~150 m long, or 0.15 mm,
+or ~500 m from the camera) is refused rather than scored as wildly wrong.
 """
 
 import json
@@ -28,6 +31,40 @@ SIDES = ('right', 'left')
 
 class PredictionsError(ValueError):
   pass
+
+
+# Plausibility bounds for the declared units (m after scaling). A hand's
+# wrist-to-farthest-joint extent is ~0.1-0.25 m and camera-space hands are
+# within metres of the camera; m read as mm or mm read as m is off by 1000x.
+_MAX_EXTENT_M = 2.0
+_MIN_EXTENT_M = 0.002
+_MAX_TRANS_M = 20.0
+
+
+def _hand_extents(joints_Nx21x3):
+  """Wrist (InterHand order: last) to farthest joint, per hand (N,) m."""
+  j = np.asarray(joints_Nx21x3, np.float64)
+  return np.linalg.norm(j - j[:, 20:21], axis=-1).max(-1)
+
+
+def _check_units(path, units, extents, trans_norms):
+  """Refuses files whose typical hand size / distance contradicts `units`."""
+  other = 'mm' if units == 'm' else 'm'
+  extents = np.asarray(extents, np.float64)
+  extents = extents[extents > 0]  # all-zero (degenerate) hands say nothing
+  if len(extents):
+    size = float(np.median(extents))
+    if not _MIN_EXTENT_M <= size <= _MAX_EXTENT_M:
+      raise PredictionsError(
+          f'{path}: "units" is {units!r} but the predicted hands span {size:.3g} m '
+          f'(median wrist-to-joint extent; a hand spans ~0.2 m): are the values in '
+          f'{other}?')
+  if len(trans_norms):
+    dist = float(np.median(trans_norms))
+    if dist > _MAX_TRANS_M:
+      raise PredictionsError(
+          f'{path}: "units" is {units!r} but the MANO "trans" put the hands {dist:.3g} m '
+          f'from the camera (median): are the values in {other}?')
 
 
 def _scale(units, path):
@@ -48,6 +85,23 @@ def _array(value, shape, where):
   return a
 
 
+def _ids(value, path):
+  """annot_id array -> int64 (N,), refusing fractions and duplicates."""
+  a = np.asarray(value)
+  if a.ndim != 1 or a.dtype.kind not in 'iuf':
+    raise PredictionsError(f'{path}: annot_id must be a 1-D array of integers, got '
+                           f'{a.dtype} {a.shape}')
+  ids = a.astype(np.int64)
+  if a.dtype.kind == 'f' and not np.array_equal(ids, a):
+    raise PredictionsError(f'{path}: annot_id holds non-integer values, e.g. '
+                           f'{a[ids != a][0]!r}')
+  uniq, counts = np.unique(ids, return_counts=True)
+  if (counts > 1).any():
+    raise PredictionsError(f'{path}: annotation id {int(uniq[counts > 1][0])} appears '
+                           f'{int(counts.max())} times')
+  return ids
+
+
 class Predictions:
   """Loaded and validated predictions; `hands(annot_ids, models)` gives the
   arrays the metrics take."""
@@ -62,17 +116,26 @@ class Predictions:
       self._load_json(path)
 
   def _load_npz(self, path):
-    with np.load(path, allow_pickle=False) as z:
-      for key in ('annot_id', 'joints', 'units'):
-        if key not in z:
-          raise PredictionsError(f'{path}: missing array {key!r}')
-      scale = _scale(str(z['units']), path)
-      ids = np.asarray(z['annot_id']).astype(np.int64)
-      joints = _array(z['joints'], (len(ids), 42, 3), f'{path}: joints') * scale
-      verts = _array(z['vertices'], None, f'{path}: vertices') * scale \
-          if 'vertices' in z else None
-    if verts is not None and (verts.ndim != 4 or verts.shape[:2] != (len(ids), 2)):
+    try:
+      with np.load(path, allow_pickle=False) as z:
+        for key in ('annot_id', 'joints', 'units'):
+          if key not in z:
+            raise PredictionsError(f'{path}: missing array {key!r}')
+        units = str(z['units'])
+        scale = _scale(units, path)
+        ids = _ids(z['annot_id'], path)
+        joints = _array(z['joints'], (len(ids), 42, 3), f'{path}: joints') * scale
+        verts = _array(z['vertices'], None, f'{path}: vertices') * scale \
+            if 'vertices' in z else None
+    except PredictionsError:
+      raise
+    except Exception as e:  # zipfile.BadZipFile, object arrays, truncated members...
+      raise PredictionsError(f'{path}: not a readable predictions .npz '
+                             f'({type(e).__name__}: {e})') from None
+    if verts is not None and (verts.ndim != 4 or verts.shape[:2] != (len(ids), 2)
+                              or verts.shape[-1] != 3):
       raise PredictionsError(f'{path}: vertices must be (N, 2, V, 3), got {verts.shape}')
+    _check_units(path, units, _hand_extents(joints.reshape(-1, 21, 3)), [])
     self._index = {int(a): i for i, a in enumerate(ids)}
     self._joints, self._verts, self._params = joints, verts, None
 
@@ -85,27 +148,38 @@ class Predictions:
     if not isinstance(doc, dict) or 'predictions' not in doc or 'units' not in doc:
       raise PredictionsError(f'{path}: expected an object with "units" and "predictions"')
     scale = _scale(doc['units'], path)
+    if not isinstance(doc['predictions'], dict):
+      raise PredictionsError(f'{path}: "predictions" must be an object keyed by annotation '
+                             f'id, got {type(doc["predictions"]).__name__}')
     self._entries = {}
+    extents, trans_norms = [], []
     for key, entry in doc['predictions'].items():
       where = f'{path}: predictions[{key!r}]'
       try:
         aid = int(key)
       except ValueError:
         raise PredictionsError(f'{where}: the key must be an annotation id') from None
+      if aid in self._entries:
+        raise PredictionsError(f'{where}: annotation id {aid} appears twice')
       if not isinstance(entry, dict) or set(entry) - set(SIDES):
         raise PredictionsError(f'{where}: expected {{"right": ..., "left": ...}}')
       hands = {}
       for side in SIDES:
         h = entry.get(side)
         w = f'{where}[{side!r}]'
+        if h is not None and not isinstance(h, dict):
+          raise PredictionsError(f'{w}: expected an object (MANO parameters or joints) or '
+                                 f'null, got {type(h).__name__}')
         if h is None:
           hands[side] = None
         elif 'pose' in h:
           hands[side] = {'pose': _array(h.get('pose'), (48,), w + '.pose'),
                          'shape': _array(h.get('shape', [0.0] * 10), (10,), w + '.shape'),
                          'trans': _array(h.get('trans'), (3,), w + '.trans') * scale}
+          trans_norms.append(float(np.linalg.norm(hands[side]['trans'])))
         elif 'joints' in h:
           hands[side] = {'joints': _array(h['joints'], (21, 3), w + '.joints') * scale}
+          extents.append(float(_hand_extents(hands[side]['joints'][None])[0]))
           if 'vertices' in h:
             v = _array(h['vertices'], None, w + '.vertices') * scale
             if v.ndim != 2 or v.shape[1] != 3:
@@ -114,6 +188,7 @@ class Predictions:
         else:
           raise PredictionsError(f'{w}: expected MANO "pose"/"shape"/"trans" or "joints"')
       self._entries[aid] = hands
+    _check_units(path, doc['units'], extents, trans_norms)
     self._index = None
 
   def ids(self):
