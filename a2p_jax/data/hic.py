@@ -190,8 +190,13 @@ class HIC:
     for i, img in enumerate(_get(db, 'images', 'top level')):
       where = f'images[{i}]'
       images[_get(img, 'id', where)] = img
-      for key in ('file_name', 'width', 'height'):
-        _get(img, key, where)
+      _get(img, 'file_name', where)
+      for key in ('width', 'height'):
+        value = _get(img, key, where)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not (np.isfinite(value) and value > 0 and value == int(value)):
+          raise AnnotationError(f'HIC.json: {where}.{key}: expected a positive integer '
+                                f'(image size in px), got {value!r}')
     items = []
     for i, ann in enumerate(_get(db, 'annotations', 'top level')):
       where = f'annotations[{i}]'
@@ -209,9 +214,13 @@ class HIC:
                               'are both null')
       bbox = ann.get('bbox')
       if bbox is not None:
-        bbox = np.asarray(bbox, np.float64)
-        if bbox.shape != (4,):
-          raise AnnotationError(f'HIC.json: {where}.bbox: expected [x, y, w, h], got {bbox}')
+        try:
+          bbox = np.asarray(bbox, np.float64)
+        except (TypeError, ValueError):
+          bbox = None
+        if bbox is None or bbox.shape != (4,) or not np.all(np.isfinite(bbox)):
+          raise AnnotationError(f'HIC.json: {where}.bbox: expected [x, y, w, h] (4 finite '
+                                f'numbers), got {str(ann.get("bbox"))[:80]}')
       items.append({
           'annot_id': ann.get('id', i), 'image_id': image_id,
           'image_path': os.path.join(self.root, img['file_name']),

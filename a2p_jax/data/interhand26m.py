@@ -200,9 +200,16 @@ class _DataColumns:
       iid = _int(iid, f, where + '.id')
     if type(fr) is not int:
       fr = _int(fr, f, where + '.frame_idx')
+    if type(w) is not int:
+      w = _int(w, f, where + '.width')
+    if type(h) is not int:
+      h = _int(h, f, where + '.height')
+    if w <= 0 or h <= 0:
+      raise AnnotationError(f'{f}: {where}: image size {w}x{h} (width x height) must be '
+                            'positive')
     self.img['id'].append(iid)
-    self.img['width'].append(w if type(w) is int else _int(w, f, where + '.width'))
-    self.img['height'].append(h if type(h) is int else _int(h, f, where + '.height'))
+    self.img['width'].append(w)
+    self.img['height'].append(h)
     self.img['frame'].append(fr)
     # Few distinct ids: normalise each raw value once.
     code = self._raw_codes.get((type(cap), cap, 'capture'))
