@@ -126,7 +126,8 @@ def precompute(teacher, source, out: str, *, grid=teacher_lib.GRID, pca: int = 0
   want = build_meta(teacher, grid, pca, source_info, n, shard_size)
   if os.path.exists(meta_path):
     have = store_lib.read_meta(out)
-    if not _same_run(have, want):
+    # The basis is fitted later; only the requested k is compared (0: no PCA).
+    if not _same_run(have, dict(want, pca={'k': int(pca)} if pca else None)):
       diff = [k for k in want if k not in ('num_channels', 'groups', 'flip_matrix', 'pca')
               and json.loads(json.dumps(want[k])) != have.get(k)]
       raise ValueError(f'{out} holds a prior store made with other arguments (differs in '
@@ -169,7 +170,15 @@ def precompute(teacher, source, out: str, *, grid=teacher_lib.GRID, pca: int = 0
           if basis is not None:
             h, w, c = maps.shape
             maps = (maps.reshape(-1, c) @ basis).reshape(h, w, -1)
-          records.append((int(ex['annot_id']), maps.astype(np.float16), affine))
+          with np.errstate(over='ignore'):  # overflow -> inf, refused just below
+            maps16 = maps.astype(np.float16)
+          if not (np.all(np.isfinite(maps16)) and np.all(np.isfinite(affine))):
+            # NaN from the teacher, or values beyond float16's range: refuse
+            # before the shard is written (finished shards stay as they are).
+            raise ValueError(f'{teacher.name} teacher: non-finite maps or affine for '
+                             f'annot_id {ex["annot_id"]} (image {ex.get("image_path")}); '
+                             f'nothing of shard {k} was written to {out}')
+          records.append((int(ex['annot_id']), maps16, affine))
           computed += 1
           if bar is not None:
             bar.update(1)
@@ -179,11 +188,12 @@ def precompute(teacher, source, out: str, *, grid=teacher_lib.GRID, pca: int = 0
   finally:
     if bar is not None:
       bar.close()
+  # Verified before it is marked complete: duplicate or lost ids show here.
+  st = store_lib.open_store(out)
+  if len(st) != n:
+    raise store_lib.StoreError(f'{out}: {len(st)} stored ids for {n} examples')
   store_lib.write_json(os.path.join(out, store_lib.COMPLETE),
                        {'num_examples': n, 'num_shards': num_shards})
-  st = store_lib.open_store(out)
-  if len(st) != n:  # duplicate or lost ids would show here
-    raise store_lib.StoreError(f'{out}: {len(st)} stored ids for {n} examples')
   return st
 
 
