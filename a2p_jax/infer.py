@@ -64,6 +64,23 @@ def _pair(text: Optional[str], name: str) -> Optional[np.ndarray]:
   return v
 
 
+def _check_camera(focal, princpt):
+  """focal (2,) > 0 and princpt (2,) finite, in pixels (None: the default)."""
+  out = []
+  for name, v in (('focal', focal), ('princpt', princpt)):
+    if v is not None:
+      try:
+        v = np.asarray(v, np.float64)
+      except (TypeError, ValueError):
+        v = np.zeros(0)
+      if v.shape != (2,) or not np.all(np.isfinite(v)) or (name == 'focal' and np.any(v <= 0)):
+        raise InferenceError(f'{name} must be two finite numbers (px)'
+                             + (', both positive' if name == 'focal' else '')
+                             + f', got {v.tolist()}')
+    out.append(v)
+  return out
+
+
 def load_image(path: str) -> np.ndarray:
   from PIL import Image
   if not os.path.isfile(path):
@@ -120,6 +137,7 @@ def run(images: Sequence[str], checkpoint: str, out_dir: str, *,
     raise InferenceError(f'--boxes given {len(boxes)} times for {len(images)} images '
                          f'(one "x,y,w,h;x,y,w,h" per image, or none)')
   parsed = [parse_boxes(b, f'--boxes #{i + 1}') for i, b in enumerate(boxes)] if boxes else None
+  focal, princpt = _check_camera(focal, princpt)
   pixels = [load_image(p) for p in images]  # all readable before any work
   from a2p_jax.eval.run import load_stage1
   from a2p_jax.train import input as input_lib
