@@ -42,8 +42,7 @@ def proxy_depth(params, models, cfg):
   fr = np.asarray(models[0].faces, np.int32)
   fl = np.asarray(models[1].faces, np.int32)
 
-  def one_way(p, q, n_p, n_q):
-    j = coll.nearest_vertex(p, q)
+  def one_way(p, q, n_p, n_q, j):
     diff = p - q[j]
     r_sq = jnp.sum(diff * diff, -1)
     behind = -jnp.sum(diff * n_q[j], -1)
@@ -53,7 +52,8 @@ def proxy_depth(params, models, cfg):
   def pair(a, b):
     na = normals_lib.vertex_normals(a, fr) * normals_lib.orientation(a, fr)
     nb = normals_lib.vertex_normals(b, fl) * normals_lib.orientation(b, fl)
-    return jnp.maximum(one_way(a, b, na, nb), one_way(b, a, nb, na))
+    j_ab, j_ba = coll.nearest_both_ways(a, b)
+    return jnp.maximum(one_way(a, b, na, nb, j_ab), one_way(b, a, nb, na, j_ba))
 
   return jax.lax.stop_gradient(pairs_mod.map_pairs(pair, vr, vl))
 

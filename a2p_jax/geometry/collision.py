@@ -23,20 +23,41 @@ def gmof(r_sq, rho):
   return rho_sq * r_sq / (r_sq + rho_sq)
 
 
-def nearest_vertex(p_Px3, q_Qx3):
-  """Index (P,) of the nearest q for each p; no gradient (a choice, not a value)."""
-  p = jax.lax.stop_gradient(p_Px3)
-  q = jax.lax.stop_gradient(q_Qx3)
+def _sq_dists(p, q):
   # Coordinate-wise differences fuse into one pass with the argmin; the
   # |q|^2 - 2 p.q matmul form (contraction length 3) measured 3-4x slower on CPU.
-  sq = ((p[:, None, 0] - q[None, :, 0]) ** 2 + (p[:, None, 1] - q[None, :, 1]) ** 2
-        + (p[:, None, 2] - q[None, :, 2]) ** 2)
-  return jnp.argmin(sq, axis=1)
+  p = jax.lax.stop_gradient(p)
+  q = jax.lax.stop_gradient(q)
+  return ((p[:, None, 0] - q[None, :, 0]) ** 2 + (p[:, None, 1] - q[None, :, 1]) ** 2
+          + (p[:, None, 2] - q[None, :, 2]) ** 2)
 
 
-def _one_way(p, q, n_p, n_q, dist_threshold, cos_threshold, rho):
-  """Loss from vertices p penetrating the surface sampled by q (normals n_q)."""
-  j = nearest_vertex(p, q)
+def _argmin(sq, axis):
+  # jnp.argmin, exactly (first index of the minimum), as two plain min
+  # reductions: XLA:CPU's variadic (value, index) reduce of argmin measured
+  # ~3x slower on (778, 778) (benchmarks/guidance_speed.py).
+  m = jnp.min(sq, axis, keepdims=True)
+  idx = jax.lax.broadcasted_iota(jnp.int32, sq.shape, axis)
+  first = jnp.min(jnp.where(sq == m, idx, jnp.iinfo(jnp.int32).max), axis)
+  return jnp.minimum(first, sq.shape[axis] - 1)  # in range even for NaN rows
+
+
+def nearest_vertex(p_Px3, q_Qx3):
+  """Index (P,) int32 of the nearest q for each p (the first on ties); no
+  gradient (a choice, not a value)."""
+  return _argmin(_sq_dists(p_Px3, q_Qx3), 1)
+
+
+def nearest_both_ways(p_Px3, q_Qx3):
+  """(nearest q for each p (P,), nearest p for each q (Q,)) int32 from one
+  distance matrix (half the work of two nearest_vertex calls); no gradient."""
+  sq = _sq_dists(p_Px3, q_Qx3)
+  return _argmin(sq, 1), _argmin(sq, 0)
+
+
+def _one_way(p, q, n_p, n_q, j, dist_threshold, cos_threshold, rho):
+  """Loss from vertices p penetrating the surface sampled by q (normals n_q);
+  j (P,): the nearest q of each p."""
   diff = p - q[j]  # recomputed exactly so the gradient is the true one
   r_sq = jnp.sum(diff * diff, -1)
   nq = n_q[j]
@@ -53,7 +74,8 @@ def _pair(va, vb, faces_a, faces_b, dist_threshold, cos_threshold, rho):
   nb = normals_lib.vertex_normals(vb, faces_b) * normals_lib.orientation(vb, faces_b)
   na, nb = jax.lax.stop_gradient(na), jax.lax.stop_gradient(nb)
   args = (dist_threshold, cos_threshold, rho)
-  return _one_way(va, vb, na, nb, *args) + _one_way(vb, va, nb, na, *args)
+  j_ab, j_ba = nearest_both_ways(va, vb)
+  return _one_way(va, vb, na, nb, j_ab, *args) + _one_way(vb, va, nb, na, j_ba, *args)
 
 
 def collision_loss(verts_a, faces_a, verts_b, faces_b, *, dist_threshold=0.02,
