@@ -1,0 +1,322 @@
+"""Does the stage-1 train step fit a TPU slice? AOT compile checks, no TPU needed.
+
+    pip install -r requirements-tpu.txt      # or: pip install -e .[tpu]
+    python benchmarks/tpu_compile.py [--topologies v5e-4,v5e-16,v4-8] [--no_search]
+
+Compiles the paper config's stage-1 train step (configs/a2p_interhand26m.py,
+global batch 48, Sapiens priors: 46 channels) for TPU topologies described
+by `jax.experimental.topologies` (libtpu's compiler running on this CPU, no
+TPU attached) and prints a markdown table: per-device memory of the
+compiled executable (arguments, temporaries, outputs, donated aliases,
+peak), FLOPs per step from XLA's cost analysis, and the largest global
+batch that fits the chip's HBM (bisection over the per-device batch; a
+batch fits when the TPU compiler accepts it and the peak is within the HBM
+figure in TOPOLOGIES). The step is the one training runs:
+`stage1.jit_train_step` over `sharding.make_mesh` / `state_shardings` /
+`batch_sharding`, lowered on abstract inputs (ShapeDtypeStructs carrying
+the shardings), so nothing is allocated.
+
+Exits with status 2 and says how to install libtpu when it is missing.
+"""
+
+import argparse
+import importlib
+import importlib.util
+import os
+import platform
+import sys
+import time
+
+if __name__ == '__main__':
+  # The TPU plugin is loaded only to describe topologies; JAX's own backend
+  # stays the CPU (no TPU attached: skips the TPU probe and its metadata query).
+  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  os.environ.setdefault('TPU_SKIP_MDS_QUERY', '1')
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from a2p_jax.data.hands import load_hand_models  # noqa: E402
+from a2p_jax.teacher import sapiens  # noqa: E402
+from a2p_jax.train import sharding as shard_lib, stage1  # noqa: E402
+from benchmarks.train_speed import random_batch  # noqa: E402
+
+GIB = 2 ** 30
+INSTALL_HINT = ('libtpu is not installed: it is an optional extra. Install it with\n'
+                '    pip install -r requirements-tpu.txt\n'
+                'or  pip install -e ".[tpu]"\n'
+                '(a separate virtualenv keeps the default CPU install light).')
+
+# Sapiens teacher maps fed to Proj in the paper config: 42 keypoint + 3
+# segmentation + 1 depth channels.
+SAPIENS_PRIOR_CHANNELS = len(sapiens.channel_names())
+
+# name -> get_topology_desc arguments and HBM per chip (Cloud TPU system
+# architecture: v5e 16 GiB, v4 32 GiB; v4 'megacore' = one JAX device per
+# chip, its two TensorCores fused).
+TOPOLOGIES = {
+    'v5e-4': dict(topology_name='v5e:2x2', chip_config_name='default',
+                  chips_per_host_bounds=(2, 2, 1), wrap=(False, False, False), hbm_gib=16),
+    'v5e-8': dict(topology_name='v5e:2x4', chip_config_name='default',
+                  chips_per_host_bounds=(2, 2, 1), wrap=(False, False, False), hbm_gib=16),
+    'v5e-16': dict(topology_name='v5e:4x4', chip_config_name='default',
+                   chips_per_host_bounds=(2, 2, 1), wrap=(False, False, False), hbm_gib=16),
+    'v4-8': dict(topology_name='v4:2x2x1', chip_config_name='megacore',
+                 chips_per_host_bounds=(2, 2, 1), wrap=(False, False, False), hbm_gib=32),
+    'v4-16': dict(topology_name='v4:2x2x2', chip_config_name='megacore',
+                  chips_per_host_bounds=(2, 2, 1), wrap=(False, False, False), hbm_gib=32),
+}
+DEFAULT_TOPOLOGIES = ('v5e-4', 'v5e-16', 'v4-8', 'v4-16')
+
+
+def libtpu_available() -> bool:
+  path = os.environ.get('TPU_LIBRARY_PATH')
+  return bool(path and os.path.isfile(path)) or importlib.util.find_spec('libtpu') is not None
+
+
+def libtpu_version() -> str:
+  try:
+    from importlib.metadata import version
+    return version('libtpu')
+  except Exception:  # noqa: BLE001  (a TPU_LIBRARY_PATH build has no metadata)
+    return 'unknown'
+
+
+def topology_devices(name: str):
+  """Compile-only TPU devices of a named slice (needs libtpu)."""
+  from jax.experimental import topologies
+  # Compile-only: no chip is opened, so several of these (or one beside a
+  # job using the TPU) may hold libtpu at once; without this the second
+  # stops on libtpu's lockfile (/tmp/libtpu_lockfile).
+  os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
+  spec = dict(TOPOLOGIES[name])
+  spec.pop('hbm_gib')
+  return topologies.get_topology_desc(platform='tpu', num_slices=1, **spec).devices
+
+
+def abstract_train_state(config, prior_channels: int, steps_per_epoch: int = 1000):
+  """(graphdef, abstract state): `stage1.create_train_state`'s split
+  (model, optimizer) as ShapeDtypeStructs, nothing allocated or placed."""
+  tx, _ = stage1.make_optimizer(config, steps_per_epoch)
+
+  def build():
+    model = stage1.build_model(config, prior_channels)
+    return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+  return nnx.split(nnx.eval_shape(build))
+
+
+def _with_sharding(tree, shardings):
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      tree, shardings)
+
+
+def abstract_step_args(config, mesh, global_batch: int, prior_channels: int):
+  """(graphdef, state_sharding, args): the train step's arguments (state,
+  batch, mano, step) as ShapeDtypeStructs with the shardings training uses."""
+  shard_lib.check_batch_size(global_batch, mesh)
+  graphdef, state = abstract_train_state(config, prior_channels)
+  state_sharding = shard_lib.state_shardings(mesh, state)
+  replicated = NamedSharding(mesh, P())
+  one = random_batch(np.random.default_rng(0), 1, tuple(config.model.input_hw), prior_channels)
+  batch = {k: jax.ShapeDtypeStruct((global_batch,) + v.shape[1:], v.dtype,
+                                   sharding=shard_lib.batch_sharding(mesh))
+           for k, v in one.items()}
+  mano = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype,
+                                                     sharding=replicated),
+                      tuple(load_hand_models(config.data.mano_dir or None)))
+  step = jax.ShapeDtypeStruct((), np.int32, sharding=replicated)
+  return graphdef, state_sharding, (_with_sharding(state, state_sharding), batch, mano, step)
+
+
+def lower_train_step(config, devices, global_batch: int, prior_channels: int):
+  """The jitted stage-1 train step lowered for a mesh over `devices`."""
+  mesh = shard_lib.make_mesh(config.mesh.fsdp, devices)
+  graphdef, state_sharding, args = abstract_step_args(config, mesh, global_batch,
+                                                      prior_channels)
+  jitted, _ = stage1.jit_train_step(graphdef, config, mesh, state_sharding, with_priors=True)
+  return jitted.lower(*args)
+
+
+class OutOfMemory(Exception):
+  pass
+
+
+def compile_stats(config, devices, global_batch: int, prior_channels: int, hbm_bytes: int):
+  """Per-device memory (bytes) and FLOPs of the compiled step; raises
+  OutOfMemory when the compiler runs out of HBM or the peak exceeds it."""
+  t0 = time.perf_counter()
+  try:
+    compiled = lower_train_step(config, devices, global_batch, prior_channels).compile()
+  except jax.errors.JaxRuntimeError as e:
+    msg = str(e)
+    if 'RESOURCE_EXHAUSTED' in msg or 'Ran out of memory' in msg:
+      raise OutOfMemory(msg.splitlines()[0][:300]) from e
+    raise
+  mem = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  s = {'batch': global_batch, 'compile_s': time.perf_counter() - t0,
+       'argument': mem.argument_size_in_bytes, 'temp': mem.temp_size_in_bytes,
+       'output': mem.output_size_in_bytes, 'alias': mem.alias_size_in_bytes,
+       'code': mem.generated_code_size_in_bytes,
+       'flops': float(cost.get('flops', float('nan'))) if cost else float('nan')}
+  computed = s['argument'] + s['output'] - s['alias'] + s['temp'] + s['code']
+  s['peak'] = max(int(getattr(mem, 'peak_memory_in_bytes', 0) or 0), computed)
+  if s['peak'] > hbm_bytes:
+    raise OutOfMemory(f"peak {s['peak'] / GIB:.2f} GiB > HBM {hbm_bytes / GIB:.0f} GiB")
+  return s
+
+
+def _predict(points, hbm_bytes):
+  """Largest per-device batch under HBM from (batch, peak bytes) points:
+  a line through the two largest; from one point, the state (donated
+  arguments plus the new state) is fixed and the rest grows with the batch."""
+  b1, p1, alias1 = points[-1]
+  if len(points) >= 2:
+    b0, p0, _ = points[-2]
+    slope = (p1 - p0) / (b1 - b0)
+    fixed = p1 - slope * b1
+  else:
+    fixed = 2 * alias1
+    slope = (p1 - fixed) / b1
+  return int((hbm_bytes - fixed) // slope) if slope > 0 else 2 * b1
+
+
+def largest_batch(fits, n_dev: int, known: dict, hbm_bytes: int, *, hint: int = 0,
+                  limit: int = 1024, log=print):
+  """Largest per-device batch b with fits(b * n_dev) (stats, or None when it
+  does not fit), given known = {per-device batch: stats} that fit. Each
+  probe is the batch a line through the measured peaks predicts (or `hint`
+  and its neighbour: the result on a slice of the same chip), kept strictly
+  inside the bracket; it bisects once the line has missed or after three
+  probes. Returns (b, stats of b)."""
+  known = dict(known)
+  lo, hi, probes = max(known), None, 0
+  while hi is None or hi - lo > 1:
+    pts = sorted((b, st['peak'], st['alias']) for b, st in known.items())
+    if probes == 0 and hint:
+      guess = hint
+    elif probes == 1 and hint:       # confirm the hint: hint + 1 fails or hint - 1 fits
+      guess = lo + 1 if lo == hint else hint - 1
+    else:
+      guess = _predict(pts, hbm_bytes)
+      if hi is not None and (probes >= 3 or guess >= hi):  # the line is off: bisect
+        guess = (lo + hi) // 2
+    guess = max(guess, lo + 1)
+    if hi is not None:
+      guess = min(guess, hi - 1)
+    if guess > limit:
+      log(f'  stopped at the search limit of {limit} per device')
+      break
+    probes += 1
+    st = fits(guess * n_dev)
+    if st is None:
+      hi = guess
+    else:
+      lo, known[guess] = guess, st
+  return lo, known[lo]
+
+
+def run_topology(name, config, batch: int, prior_channels: int, search: bool, limit: int,
+                 hint: int = 0, log=print):
+  """One row: stats at the config's global batch and, with `search`, the
+  largest global batch that fits (starting from `hint` per device)."""
+  spec = TOPOLOGIES[name]
+  hbm = int(spec['hbm_gib'] * GIB)
+  devices = topology_devices(name)
+  n = len(devices)
+  row = {'name': name, 'topology': spec['topology_name'], 'devices': n,
+         'kind': devices[0].device_kind, 'hbm_gib': spec['hbm_gib']}
+
+  def fits(global_batch):
+    log(f'{name} ({spec["topology_name"]}, {n} x {row["kind"]}): compiling at global batch '
+        f'{global_batch}')
+    try:
+      st = compile_stats(config, devices, global_batch, prior_channels, hbm)
+    except OutOfMemory as e:
+      log(f'  does not fit: {e}')
+      return None
+    log(f"  fits: peak {st['peak'] / GIB:.2f} GiB, compiled in {st['compile_s']:.0f} s")
+    return st
+
+  row['at_batch'] = fits(batch)
+  if row['at_batch'] is None:
+    row['oom'] = 'over HBM'
+  elif search:
+    per_dev, row['at_max'] = largest_batch(fits, n, {batch // n: row['at_batch']}, hbm,
+                                           hint=hint, limit=limit, log=log)
+    row['max_batch'] = per_dev * n
+  return row
+
+
+def table(rows, batch: int) -> str:
+  def g(x):
+    return f'{x / GIB:.2f}'
+  lines = [f'| slice | topology | chips | HBM/chip GiB | per-device batch | argument GiB | '
+           f'temp GiB | output GiB | alias GiB | peak GiB | GFLOP/step/device | '
+           f'TFLOP/step (all chips) | compile s | largest global batch (peak GiB) |',
+           '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+  for r in rows:
+    s = r['at_batch']
+    if s is None:
+      lines.append(f"| {r['name']} | {r['topology']} | {r['devices']} | {r['hbm_gib']} | "
+                   f"{batch // r['devices']} | does not fit: {r['oom']} |||||||||")
+      continue
+    mx = (f"{r['max_batch']} ({g(r['at_max']['peak'])})" if 'max_batch' in r else 'not searched')
+    lines.append(
+        f"| {r['name']} | {r['topology']} | {r['devices']} | {r['hbm_gib']} | "
+        f"{batch // r['devices']} | {g(s['argument'])} | {g(s['temp'])} | {g(s['output'])} | "
+        f"{g(s['alias'])} | {g(s['peak'])} | {s['flops'] / 1e9:.1f} | "
+        f"{s['flops'] * r['devices'] / 1e12:.2f} | {s['compile_s']:.0f} | {mx} |")
+  return '\n'.join(lines)
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  ap.add_argument('--topologies', default=','.join(DEFAULT_TOPOLOGIES),
+                  help=f'comma-separated, from {sorted(TOPOLOGIES)}')
+  ap.add_argument('--config', default='a2p_interhand26m', help='a module in configs/')
+  ap.add_argument('--batch', type=int, default=0, help='global batch (default: the config\'s)')
+  ap.add_argument('--fsdp', type=int, default=0, help='config.mesh.fsdp (default: the config\'s)')
+  ap.add_argument('--prior_channels', type=int, default=SAPIENS_PRIOR_CHANNELS)
+  ap.add_argument('--no_search', action='store_true', help='skip the largest-batch search')
+  ap.add_argument('--limit', type=int, default=1024, help='largest per-device batch tried')
+  args = ap.parse_args(argv)
+  names = [t for t in args.topologies.split(',') if t]
+  unknown = [t for t in names if t not in TOPOLOGIES]
+  if unknown:
+    ap.error(f'unknown topologies {unknown}; known: {sorted(TOPOLOGIES)}')
+  if not libtpu_available():
+    print(INSTALL_HINT, file=sys.stderr)
+    return 2
+  config = importlib.import_module(f'configs.{args.config}').get_config()
+  if args.fsdp:
+    config.mesh.fsdp = args.fsdp
+  batch = args.batch or config.batch_size
+  log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+  rows, per_device = [], {}
+  for name in names:
+    # Slices of one chip with the same per-device program (data parallel)
+    # share the per-device limit: the first slice's result is the next's
+    # first probe.
+    chip = TOPOLOGIES[name]['topology_name'].split(':')[0]
+    rows.append(run_topology(name, config, batch, args.prior_channels, not args.no_search,
+                             args.limit, hint=per_device.get(chip, 0), log=log))
+    if 'max_batch' in rows[-1]:
+      per_device[chip] = rows[-1]['max_batch'] // rows[-1]['devices']
+    log(table(rows[-1:], batch))
+  print(f'# stage-1 train step, configs/{args.config}.py, global batch {batch}, '
+        f'mesh.fsdp={config.mesh.fsdp}, {args.prior_channels} prior channels, float32; '
+        f'compiled on {platform.machine()} ({os.cpu_count()} cores), jax {jax.__version__}, '
+        f'libtpu {libtpu_version()}')
+  print(table(rows, batch))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
