@@ -135,6 +135,9 @@ def main():
   p.add_argument('--repeats', type=int, default=5)
   p.add_argument('--skip_paper_stage1', action='store_true')
   p.add_argument('--no_latency', action='store_true')
+  p.add_argument('--keep_variants', nargs='*', default=[],
+                 help="extra rows: the config's sampling with sampling.keep set to each, "
+                 "e.g. betas betas,fingers (a2p_jax.diffusion.state.PARTS)")
   p.add_argument('--set', action='append', default=[],
                  help='config overrides, e.g. --set guidance_scale=0.05 --set gate.chunk=8')
   args = p.parse_args()
@@ -144,7 +147,8 @@ def main():
     k, v = kv.split('=')
     sec, k = k.split('.') if '.' in k else ('sampling', k)
     old = config[sec].get(k)
-    config[sec][k] = type(old)(float(v)) if isinstance(old, (int, float)) else float(v)
+    config[sec][k] = (v if isinstance(old, str) else
+                      type(old)(float(v)) if isinstance(old, (int, float)) else float(v))
   models = load_hand_models(config.data.mano_dir or None)
   gt, cond = eval_pairs(args.workdir, config, models, args.num, args.seed)
   bx = boxes(cond, models)
@@ -159,6 +163,10 @@ def main():
   variants.append(('stage 2: diffusion, no guidance', no_guid, model_state))
   untrained = nnx.split(Denoiser(config.model, rngs=nnx.Rngs(0)))[1]
   variants.append(('guidance only (untrained denoiser = X_c)', config, untrained))
+  for keep in args.keep_variants:
+    kc = config.copy_and_resolve_references()
+    kc.sampling.keep = keep
+    variants.append((f'stage 2, keep {keep} from X_c', kc, model_state))
   fns = {}
   for name, cfg, st in variants:
     fn = repair_lib.make_repair(graphdef, st, stats, models, cfg)
