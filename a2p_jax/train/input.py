@@ -12,9 +12,8 @@ from a2p_jax.data import pipeline
 
 def sync(name: str):
   """Barrier over all processes (no-op on one)."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
+  from a2p_jax.train.sharding import barrier
+  barrier(name)
 
 
 def synthetic_root(config, workdir: str) -> str:
@@ -87,11 +86,16 @@ def augment_config(config) -> pipeline.AugmentConfig:
 
 
 def train_dataset(config, src, models, *, local_batch: int, priors=None,
-                  num_epochs: Optional[int] = None):
+                  num_epochs: Optional[int] = None, process_index: Optional[int] = None,
+                  process_count: Optional[int] = None):
+  """This process's batches (its shard of `src`). `process_index` and
+  `process_count` default to JAX's; given, they build another process's
+  stream (tests: one process replaying a multi-host run's global batches)."""
   return pipeline.make_dataset(
       src, cfg=augment_config(config), models=models, batch_size=local_batch,
       seed=config.seed, training=True, num_epochs=num_epochs,
-      process_index=jax.process_index(), process_count=jax.process_count(),
+      process_index=jax.process_index() if process_index is None else process_index,
+      process_count=jax.process_count() if process_count is None else process_count,
       num_workers=config.data.num_workers,
       **({'priors': priors, 'prior_groups': config.data.prior_groups or None}
          if priors is not None else {}))

@@ -14,14 +14,27 @@ class NonFiniteError(FloatingPointError):
 
 
 class Preemption:
-  """SIGTERM (sent before a pod is preempted) -> `requested`; the loop saves
-  and exits cleanly."""
+  """SIGTERM (sent before a pod is preempted) -> `stop(step)` turns True
+  after a step; the loop then saves that step and exits cleanly.
+
+  One process: a Python SIGTERM handler sets a flag. Several processes
+  (jax.distributed): JAX's preemption service owns SIGTERM (do not replace
+  its handler) and, once any process got one, agrees on a step at which
+  `stop` is True on every process, so all of them save the same step (a
+  process stopping alone would hang the others in the next collective).
+  Call `stop` once per step, on every process.
+  """
 
   def __init__(self):
     self.requested = False
     self._old = None
+    self._sync_point = None
 
   def __enter__(self):
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      self._sync_point = multihost_utils.reached_preemption_sync_point
+      return self
     try:
       self._old = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread
@@ -30,6 +43,11 @@ class Preemption:
 
   def _handle(self, signum, frame):
     self.requested = True
+
+  def stop(self, step: int) -> bool:
+    if self._sync_point is not None:
+      self.requested = bool(self._sync_point(int(step)))
+    return self.requested
 
   def __exit__(self, *exc):
     if self._old is not None:

@@ -7,13 +7,40 @@ with replicated parameters; the same code runs on 1 CPU, 8 fake CPU
 devices, a GPU node or a TPU pod slice.
 """
 
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ('data', 'fsdp')
+
+
+def initialize_distributed(coordinator: Optional[str] = None,
+                           num_processes: Optional[int] = None,
+                           process_id: Optional[int] = None) -> None:
+  """`jax.distributed.initialize` for multi-host training, before any other
+  JAX call. With no arguments the cluster is detected (Cloud TPU, SLURM,
+  Open MPI, Kubernetes); elsewhere give all three (coordinator: host:port
+  of process 0). CPU hosts exchange collectives over gloo."""
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                             process_id=process_id)
+
+
+_barriers = {}
+
+
+def barrier(name: str, timeout_s: int = 7200) -> None:
+  """Every process waits here for the others (no-op with one process).
+  Through JAX's coordination service rather than a device collective:
+  CPU (gloo) collectives give up on a process more than 30 s late, and
+  process 0 may spend minutes writing data the others then read."""
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed  # the public barrier is a device collective
+  n = _barriers[name] = _barriers.get(name, 0) + 1  # ids are single-use
+  distributed.global_state.client.wait_at_barrier(f'a2p_{name}_{n}', timeout_s * 1000)
 
 
 def make_mesh(fsdp: int = 1, devices=None) -> Mesh:
@@ -52,6 +79,23 @@ def state_shardings(mesh: Mesh, state: Any, *, min_fsdp_size: int = 2 ** 14) -> 
   fsdp = mesh.shape['fsdp']
   return jax.tree.map(
       lambda x: NamedSharding(mesh, _param_spec(np.shape(x), fsdp, min_fsdp_size)), state)
+
+
+def put(tree: Any, shardings: Any) -> Any:
+  """`jax.device_put` that also places onto meshes spanning several
+  processes (device_put refuses shardings over other processes' devices):
+  every process holds the same values (same seed, same files) and fills its
+  own devices. `shardings`: a tree like `tree`, or one sharding for all."""
+  if isinstance(shardings, jax.sharding.Sharding):
+    shardings = jax.tree.map(lambda _: shardings, tree)
+
+  def one(x, s):
+    if s.is_fully_addressable:
+      return jax.device_put(x, s)
+    x = x if isinstance(x, jax.Array) else np.asarray(x)
+    return jax.make_array_from_callback(x.shape, s, lambda index: x[index])
+
+  return jax.tree.map(one, tree, shardings)
 
 
 def global_batch(local: dict, sharding: NamedSharding) -> dict:

@@ -122,7 +122,7 @@ def create_train_state(config, prior_channels: int, steps_per_epoch: int, mesh):
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
   state_sharding = shard_lib.state_shardings(mesh, state)
-  return graphdef, jax.device_put(state, state_sharding), state_sharding, lr_fn
+  return graphdef, shard_lib.put(state, state_sharding), state_sharding, lr_fn
 
 
 def jit_train_step(graphdef, config, mesh, state_sharding, *, with_priors: bool):
@@ -173,7 +173,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   graphdef, state, state_sharding, lr_fn = create_train_state(
       config, prior_channels, steps_per_epoch, mesh)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  mano = jax.device_put(tuple(models_np), replicated)
+  mano = shard_lib.put(tuple(models_np), replicated)
   if is_main:
     counts = param_counts(nnx.merge(graphdef, state)[0])
     print('parameters: ' + ', '.join(f'{k} {v / 1e6:.2f}M' for k, v in counts.items()),
@@ -204,17 +204,27 @@ def train_and_evaluate(config, workdir: str) -> dict:
   means = loop_lib.MetricMeans(config.batch_size, lr_fn, mngr.directory)
   last, history = {}, []
   step = start
+  compiled = None
   with loop_lib.Preemption() as preempt:
     while step < num_steps:
       local = next(train_iter)
       batch = shard_lib.global_batch({k: local[k] for k in keys}, data_sharding)
-      state, m = train_step(state, batch, mano, jnp.asarray(step, jnp.int32))
+      step_arr = jnp.asarray(step, jnp.int32)
+      if compiled is None:
+        # Compile first, then meet the other processes: all enter the step's
+        # collectives together (CPU gloo gives up on a peer 30 s late).
+        compiled = train_step.lower(state, batch, mano, step_arr).compile()
+        shard_lib.barrier('stage1_step_compiled')
+      state, m = compiled(state, batch, mano, step_arr)
       step += 1
       means.add(m)
       if pbar is not None:
         pbar.update(1)
       log_now = step % config.log_every == 0 or step == num_steps
-      save_now = step % config.checkpoint_every == 0 or step == num_steps or preempt.requested
+      # Asked once per step: a SIGTERM arriving after this is seen after
+      # the next step (asked twice, the save could be skipped).
+      stop = preempt.stop(step)
+      save_now = step % config.checkpoint_every == 0 or step == num_steps or stop
       if log_now or save_now:
         last = means.means(step)
         writer.scalars(step, last, console=pbar is None or log_now)
@@ -223,8 +233,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         writer.images(step, _pictures(predict, state, local, mano))
       if save_now:
         ckpt_lib.save(mngr, step, state, train_iter, meta, force=True)
-      if preempt.requested:
-        print(f'SIGTERM: saved step {step}, exiting', flush=True)
+      if stop:
+        if is_main:
+          print(f'SIGTERM: saved step {step}, exiting', flush=True)
         break
   mngr.wait_until_finished()
   mngr.close()

@@ -109,7 +109,7 @@ def create_train_state(config, mesh):
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
   state_sharding = shard_lib.state_shardings(mesh, state)
-  return graphdef, jax.device_put(state, state_sharding), state_sharding, lr_fn
+  return graphdef, shard_lib.put(state, state_sharding), state_sharding, lr_fn
 
 
 def _mano_terms(pred_z, x0_z, stats, mano):
@@ -191,8 +191,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # Model, optimizer, shardings.
   graphdef, train_state, state_sharding, lr_fn = create_train_state(config, mesh)
-  stats = jax.device_put({k: jnp.asarray(v) for k, v in stats_np.items()}, replicated)
-  mano = jax.device_put(tuple(models_np), replicated)
+  stats = shard_lib.put({k: jnp.asarray(v) for k, v in stats_np.items()}, replicated)
+  mano = shard_lib.put(tuple(models_np), replicated)
   if is_main:
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
         nnx.state(nnx.merge(graphdef, train_state)[0], nnx.Param)))
@@ -224,25 +224,35 @@ def train_and_evaluate(config, workdir: str) -> dict:
   means = loop_lib.MetricMeans(config.batch_size, lr_fn, mngr.directory)
   last, history = {}, []
   step = start
+  compiled = None
   with loop_lib.Preemption() as preempt:
     while step < num_steps:
       idx = draw_indices(config, step, source)[lo:lo + local_batch]
       batch = shard_lib.global_batch({'x0': x0_all[idx], 'x_c': xc_all[idx]}, data_sharding)
-      train_state, m = train_step(train_state, batch, stats, mano, jnp.asarray(step, jnp.int32))
+      step_arr = jnp.asarray(step, jnp.int32)
+      if compiled is None:
+        # Compile first, then meet the other processes (see stage1).
+        compiled = train_step.lower(train_state, batch, stats, mano, step_arr).compile()
+        shard_lib.barrier('stage2_step_compiled')
+      train_state, m = compiled(train_state, batch, stats, mano, step_arr)
       step += 1
       means.add(m)
       if pbar is not None:
         pbar.update(1)
       log_now = step % config.log_every == 0 or step == num_steps
-      save_now = step % config.checkpoint_every == 0 or step == num_steps or preempt.requested
+      # Asked once per step: a SIGTERM arriving after this is seen after
+      # the next step (asked twice, the save could be skipped).
+      stop = preempt.stop(step)
+      save_now = step % config.checkpoint_every == 0 or step == num_steps or stop
       if log_now or save_now:
         last = means.means(step)
         writer.scalars(step, last, console=pbar is None or log_now)
         history.append(dict(last, step=step))
       if save_now:
         ckpt_lib.save(mngr, step, {'train': train_state, 'stats': stats}, None, meta, force=True)
-      if preempt.requested:
-        print(f'SIGTERM: saved step {step}, exiting', flush=True)
+      if stop:
+        if is_main:
+          print(f'SIGTERM: saved step {step}, exiting', flush=True)
         break
   mngr.wait_until_finished()
   mngr.close()
