@@ -5,7 +5,9 @@ Layout: WORKDIR/checkpoints/<step>/{state,data,meta}. Saves are async and
 atomic (orbax writes a temporary directory and renames it when complete;
 leftovers of a killed save are removed at start). On restore, a newest
 checkpoint that fails to read is reported and the previous one is tried;
-if checkpoints exist and none restores, training stops with an error
+the unreadable ones are then moved to WORKDIR/checkpoints_unreadable (kept,
+and out of the way of the resumed run, which writes those steps again).
+If checkpoints exist and none restores, training stops with an error
 instead of silently starting from scratch.
 """
 
@@ -16,6 +18,8 @@ from typing import Any, Optional
 import grain
 import jax
 import orbax.checkpoint as ocp
+
+from a2p_jax.train.sharding import barrier
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +116,31 @@ def restore_latest(mngr: ocp.CheckpointManager, state_like: Any, data_iter=None)
     if failures:
       print(f'resumed from step {step} after skipping {len(failures)} unreadable '
             f'checkpoint(s)', flush=True)
+      _set_aside(mngr, [s for s in steps if s > step])
     return step, unflatten(got['state'], state_like), got['meta']
   raise CheckpointError('no checkpoint in ' + str(mngr.directory) + ' could be restored '
                         '(refusing to start from scratch over them):\n  ' +
                         '\n  '.join(failures))
+
+
+def _set_aside(mngr: ocp.CheckpointManager, steps) -> None:
+  """Moves unreadable step directories out of the manager's folder, to
+  <dir>_unreadable/<step> (kept for inspection, not deleted), so the resumed
+  run can write those steps again (orbax refuses to overwrite a step)."""
+  src = str(mngr.directory)
+  dst_root = src.rstrip('/') + '_unreadable'
+  barrier('checkpoint_set_aside_start')  # every process is done reading them
+  if jax.process_index() == 0:
+    os.makedirs(dst_root, exist_ok=True)
+    for step in steps:
+      dst = os.path.join(dst_root, str(step))
+      n = 1
+      while os.path.exists(dst):
+        dst, n = os.path.join(dst_root, f'{step}.{n}'), n + 1
+      os.replace(os.path.join(src, str(step)), dst)
+      print(f'moved unreadable checkpoint {os.path.join(src, str(step))} to {dst}', flush=True)
+  barrier('checkpoint_set_aside_done')
+  mngr.reload()
 
 
 def restore_exact(mngr: ocp.CheckpointManager, state_like: Any, step: Optional[int] = None):
