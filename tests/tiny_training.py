@@ -1,0 +1,102 @@
+"""Shared by the multi-host and preemption tests: the tiny stage-1 data set
+(made once per pytest session), its config, a persistent compilation cache
+that subprocesses share, and helpers to compare train states."""
+
+import contextlib
+import os
+import socket
+
+import jax
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_data(tmp_path_factory) -> dict:
+  """The 'test' variant's synthetic set and oracle priors, generated into
+  the session's base temp folder on first use and reused after (both are
+  rebuilt only when incomplete)."""
+  from a2p_jax.train import input as input_lib
+  from configs import synthetic_tiny
+  root = str(tmp_path_factory.getbasetemp() / 'tiny_stage1_data')
+  config = synthetic_tiny.get_config('test')
+  syn = input_lib.synthetic_root(config, root)
+  config.data.root = syn
+  priors = input_lib.prior_store(config, root, input_lib.source(config, root, 'train'))
+  return {'root': syn, 'priors': priors.path if priors is not None else ''}
+
+
+def config(data, **overrides):
+  """synthetic_tiny:test on `data`, with dotted-key overrides."""
+  from configs import synthetic_tiny
+  c = synthetic_tiny.get_config('test')
+  c.data.root = data['root']
+  c.data.priors = data['priors']
+  for k, v in overrides.items():
+    node = c
+    *parents, leaf = k.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = v
+  return c
+
+
+def overrides_as_flags(data, **overrides) -> list:
+  """The same config as `config(data, **overrides)` as train.py flags."""
+  flags = [f'--config.data.root={data["root"]}', f'--config.data.priors={data["priors"]}']
+  return flags + [f'--config.{k}={v}' for k, v in overrides.items()]
+
+
+@contextlib.contextmanager
+def persistent_cache(directory: str, min_compile_secs: float = 0.5):
+  """This process compiles into / loads from `directory`; subprocesses
+  started with `subprocess_env(directory)` share it."""
+  from jax._src import compilation_cache as cc
+  old = (jax.config.jax_compilation_cache_dir,
+         jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.config.update('jax_compilation_cache_dir', directory)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', min_compile_secs)
+  cc.reset_cache()
+  try:
+    yield
+  finally:
+    jax.config.update('jax_compilation_cache_dir', old[0])
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', old[1])
+    cc.reset_cache()
+
+
+def subprocess_env(cache_dir: str, devices: int = 0, min_compile_secs: float = 0.5) -> dict:
+  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_COMPILATION_CACHE_DIR=cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=str(min_compile_secs),
+             JAX_NUMPY_RANK_PROMOTION='raise', PYTHONPATH=REPO)
+  if devices:
+    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  return env
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def state_arrays(state) -> dict:
+  """Train state (model and optimizer) -> {name: numpy array}."""
+  from a2p_jax.train import checkpoint as ckpt_lib
+  return {k: np.asarray(jax.device_get(v)) for k, v in ckpt_lib.flatten(state).items()}
+
+
+def assert_bitwise_equal(got: dict, want: dict, what: str):
+  assert sorted(got) == sorted(want), what
+  differ = [k for k in want if not np.array_equal(got[k], want[k])]
+  assert not differ, f'{what}: {len(differ)} of {len(want)} arrays differ, e.g. {differ[:5]}'
+
+
+def checkpoint_entries(workdir: str) -> tuple:
+  """(names in WORKDIR/checkpoints, paths under it of unfinished orbax
+  writes: names with 'tmp', e.g. '4.orbax-checkpoint-tmp')."""
+  root = os.path.join(workdir, 'checkpoints')
+  top = sorted(os.listdir(root)) if os.path.isdir(root) else []
+  tmp = [os.path.relpath(os.path.join(d, n), root)
+         for d, dirs, files in os.walk(root) for n in dirs + files if 'tmp' in n]
+  return top, tmp
