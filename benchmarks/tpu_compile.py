@@ -24,6 +24,7 @@ import importlib
 import importlib.util
 import os
 import platform
+import signal
 import sys
 import time
 
@@ -188,16 +189,19 @@ def _predict(points, hbm_bytes):
 
 
 def largest_batch(fits, n_dev: int, known: dict, hbm_bytes: int, *, hint: int = 0,
-                  limit: int = 1024, log=print):
+                  limit: int = 1024, bracket=None, log=print):
   """Largest per-device batch b with fits(b * n_dev) (stats, or None when it
   does not fit), given known = {per-device batch: stats} that fit. Each
   probe is the batch a line through the measured peaks predicts (or `hint`
   and its neighbour: the result on a slice of the same chip), kept strictly
   inside the bracket; it bisects once the line has missed or after three
-  probes. Returns (b, stats of b)."""
+  probes. `bracket` (a dict) follows the search: 'lo' fits, 'hi' does not.
+  Returns (b, stats of b)."""
   known = dict(known)
   lo, hi, probes = max(known), None, 0
+  bracket = {} if bracket is None else bracket
   while hi is None or hi - lo > 1:
+    bracket.update(lo=lo, hi=hi)
     pts = sorted((b, st['peak'], st['alias']) for b, st in known.items())
     if probes == 0 and hint:
       guess = hint
@@ -219,19 +223,22 @@ def largest_batch(fits, n_dev: int, known: dict, hbm_bytes: int, *, hint: int = 
       hi = guess
     else:
       lo, known[guess] = guess, st
+  bracket.update(lo=lo, hi=hi)
   return lo, known[lo]
 
 
 def run_topology(name, config, batch: int, prior_channels: int, search: bool, limit: int,
-                 hint: int = 0, log=print):
-  """One row: stats at the config's global batch and, with `search`, the
+                 hint: int = 0, row=None, log=print):
+  """One row (filled into `row` as it goes, so an interrupted run can print
+  what it has): stats at the config's global batch and, with `search`, the
   largest global batch that fits (starting from `hint` per device)."""
   spec = TOPOLOGIES[name]
   hbm = int(spec['hbm_gib'] * GIB)
   devices = topology_devices(name)
   n = len(devices)
-  row = {'name': name, 'topology': spec['topology_name'], 'devices': n,
-         'kind': devices[0].device_kind, 'hbm_gib': spec['hbm_gib']}
+  row = {} if row is None else row
+  row.update(name=name, topology=spec['topology_name'], devices=n,
+             kind=devices[0].device_kind, hbm_gib=spec['hbm_gib'], bracket={})
 
   def fits(global_batch):
     log(f'{name} ({spec["topology_name"]}, {n} x {row["kind"]}): compiling at global batch '
@@ -241,7 +248,10 @@ def run_topology(name, config, batch: int, prior_channels: int, search: bool, li
     except OutOfMemory as e:
       log(f'  does not fit: {e}')
       return None
-    log(f"  fits: peak {st['peak'] / GIB:.2f} GiB, compiled in {st['compile_s']:.0f} s")
+    log(f"  fits: peak {st['peak'] / GIB:.2f} GiB, compiled in {st['compile_s']:.0f} s "
+        f"(GiB: argument {st['argument'] / GIB:.3f}, temp {st['temp'] / GIB:.3f}, output "
+        f"{st['output'] / GIB:.3f}, alias {st['alias'] / GIB:.3f}; "
+        f"{st['flops'] / 1e9:.1f} GFLOP/device)")
     return st
 
   row['at_batch'] = fits(batch)
@@ -249,7 +259,8 @@ def run_topology(name, config, batch: int, prior_channels: int, search: bool, li
     row['oom'] = 'over HBM'
   elif search:
     per_dev, row['at_max'] = largest_batch(fits, n, {batch // n: row['at_batch']}, hbm,
-                                           hint=hint, limit=limit, log=log)
+                                           hint=hint, limit=limit, bracket=row['bracket'],
+                                           log=log)
     row['max_batch'] = per_dev * n
   return row
 
@@ -267,7 +278,15 @@ def table(rows, batch: int) -> str:
       lines.append(f"| {r['name']} | {r['topology']} | {r['devices']} | {r['hbm_gib']} | "
                    f"{batch // r['devices']} | does not fit: {r['oom']} |||||||||")
       continue
-    mx = (f"{r['max_batch']} ({g(r['at_max']['peak'])})" if 'max_batch' in r else 'not searched')
+    b = r.get('bracket') or {}
+    if 'max_batch' in r:
+      mx = f"{r['max_batch']} ({g(r['at_max']['peak'])})"
+    elif b:  # interrupted search
+      mx = f">= {b['lo'] * r['devices']}" + (f", < {b['hi'] * r['devices']}" if b['hi'] else '')
+      mx += ' (search interrupted)'
+    else:
+      mx = 'not searched'
+
     lines.append(
         f"| {r['name']} | {r['topology']} | {r['devices']} | {r['hbm_gib']} | "
         f"{batch // r['devices']} | {g(s['argument'])} | {g(s['temp'])} | {g(s['output'])} | "
@@ -300,22 +319,33 @@ def main(argv=None):
   batch = args.batch or config.batch_size
   log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
   rows, per_device = [], {}
-  for name in names:
-    # Slices of one chip with the same per-device program (data parallel)
-    # share the per-device limit: the first slice's result is the next's
-    # first probe.
-    chip = TOPOLOGIES[name]['topology_name'].split(':')[0]
-    rows.append(run_topology(name, config, batch, args.prior_channels, not args.no_search,
-                             args.limit, hint=per_device.get(chip, 0), log=log))
-    if 'max_batch' in rows[-1]:
-      per_device[chip] = rows[-1]['max_batch'] // rows[-1]['devices']
-    log(table(rows[-1:], batch))
+  # SIGTERM or Ctrl-C: print the table of what was measured so far.
+  old_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)
+  try:
+    for name in names:
+      # Slices of one chip with the same per-device program (data parallel)
+      # share the per-device limit: the first slice's result is the next's
+      # first probe.
+      chip = TOPOLOGIES[name]['topology_name'].split(':')[0]
+      rows.append({})
+      run_topology(name, config, batch, args.prior_channels, not args.no_search, args.limit,
+                   hint=per_device.get(chip, 0), row=rows[-1], log=log)
+      if 'max_batch' in rows[-1]:
+        per_device[chip] = rows[-1]['max_batch'] // rows[-1]['devices']
+      log(table(rows[-1:], batch))
+    status = 0
+  except KeyboardInterrupt:
+    log('interrupted: the table has what was measured')
+    rows = [r for r in rows if 'at_batch' in r]
+    status = 130
+  finally:
+    signal.signal(signal.SIGTERM, old_handler)
   print(f'# stage-1 train step, configs/{args.config}.py, global batch {batch}, '
         f'mesh.fsdp={config.mesh.fsdp}, {args.prior_channels} prior channels, float32; '
         f'compiled on {platform.machine()} ({os.cpu_count()} cores), jax {jax.__version__}, '
         f'libtpu {libtpu_version()}')
   print(table(rows, batch))
-  return 0
+  return status
 
 
 if __name__ == '__main__':

@@ -110,3 +110,23 @@ def test_paper_step_compiles_for_v5e_2x2():
   assert 0 < stats['peak'] <= 16 * tpu_compile.GIB
   assert stats['alias'] > 0            # the state is donated
   assert stats['flops'] > 1e11         # two ResNet-50s at 12 crops of 256^2, fwd + bwd
+
+
+def test_interrupted_run_prints_what_it_measured(monkeypatch, capsys):
+  """A long search stopped by SIGTERM/Ctrl-C still prints its rows, with
+  the batch bracket found so far."""
+  gib = tpu_compile.GIB
+  stats = {'argument': 0.6 * gib, 'temp': 3.5 * gib, 'output': 0.6 * gib, 'alias': 0.6 * gib,
+           'peak': 4.3 * gib, 'flops': 8e11, 'compile_s': 900.0}
+
+  def fake_run(name, config, batch, prior_channels, search, limit, hint=0, row=None, log=None):
+    row.update(name=name, topology='v5e:2x2', devices=4, kind='TPU v5 lite', hbm_gib=16,
+               at_batch=stats, bracket={'lo': 57, 'hi': 60})
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(tpu_compile, 'libtpu_available', lambda: True)
+  monkeypatch.setattr(tpu_compile, 'run_topology', fake_run)
+  assert tpu_compile.main(['--topologies', 'v5e-4,v4-8']) == 130
+  out = capsys.readouterr().out
+  assert '| v5e-4 | v5e:2x2 | 4 | 16 | 12 | 0.60 | 3.50 |' in out
+  assert '>= 228, < 240 (search interrupted)' in out and 'v4-8' not in out
