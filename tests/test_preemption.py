@@ -17,9 +17,10 @@ resume that replayed or skipped batches would show up as a difference.
 
 Restarts run in this process (the `train_and_evaluate` train.py calls);
 this module and its subprocesses share one persistent compilation cache.
-The signal test is slow-marked (`make test-slow`): the default suite keeps
-the truncated-checkpoint case, which costs one resume past the shared
-uninterrupted run.
+Both tests are slow-marked (`make test-slow`): a module that trains
+compiles the train step first (~100 s of CPU with the uninterrupted run,
+over the default suite's budget). The default suite keeps the library-level
+fallback tests (tests/test_train_checkpoint.py).
 """
 
 import os
@@ -154,6 +155,7 @@ def test_sigterm_then_sigkill_then_restart_is_bitwise(data, cache_dir, reference
   _assert_checkpoints_clean(workdir)
 
 
+@pytest.mark.slow  # 25 s, plus 72-124 s of module set-up when it runs alone
 def test_truncated_newest_checkpoint_resumes_from_previous(data, reference, tmp_path, capsys):
   ref_dir, want = reference
   workdir = str(tmp_path / 'run')

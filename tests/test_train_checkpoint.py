@@ -1,5 +1,6 @@
 """Checkpoints: exact round trip (PRNG keys, shardings, data iterator),
-fallback past a corrupt newest checkpoint, no silent fresh start."""
+fallback past a corrupt newest checkpoint (kept aside, its step writable
+again), no silent fresh start. End to end: tests/test_preemption.py."""
 
 import glob
 import os
@@ -71,6 +72,25 @@ def test_corrupt_newest_falls_back_and_says_so(tmp_path, capsys):
   _equal(got, _state(1))
   out = capsys.readouterr().out
   assert 'checkpoints/2' in out and 'unreadable' in out
+
+
+def test_unreadable_steps_are_kept_aside_and_can_be_written_again(tmp_path):
+  """The resumed run reaches the broken step again: orbax would refuse to
+  save over it (StepAlreadyExistsError), so the fallback moves it aside."""
+  mngr = ckpt.manager(str(tmp_path), async_save=False)
+  for step in (1, 2, 3):
+    ckpt.save(mngr, step, _state(step))
+  mngr.close()
+  for step in (2, 3):
+    _corrupt(os.path.join(tmp_path, 'checkpoints', str(step)))
+  mngr = ckpt.manager(str(tmp_path), async_save=False)
+  step, _, _ = ckpt.restore_latest(mngr, _state(0))
+  assert step == 1
+  assert sorted(os.listdir(tmp_path / 'checkpoints_unreadable')) == ['2', '3']
+  ckpt.save(mngr, 2, _state(5))
+  assert ckpt.restore_exact(mngr, _state(0), 2)[0] == 2
+  _equal(ckpt.restore_exact(mngr, _state(0), 2)[1], _state(5))
+  mngr.close()
 
 
 def test_all_corrupt_is_an_error_not_a_fresh_start(tmp_path):
