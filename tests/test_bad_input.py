@@ -445,10 +445,12 @@ def test_train_batch_not_dividing_devices_leaves_checkpoints_intact(tmp_path):
   assert run.returncode != 0
   assert 'config.batch_size=12 must be a multiple of the device count 8' in run.stderr, \
       run.stderr[-2000:]
-  after = snapshot(wd)
-  assert {k: after[k] for k in before} == before
-  # Only TensorBoard's new (empty) event file may appear: the writer opens first.
-  assert all(k.startswith('tb' + os.sep) for k in set(after) - set(before))
+  assert snapshot(wd) == before  # the batch size is checked before anything is written
+  run = _train_py(['--config=configs/synthetic_tiny.py:test', f'--workdir={wd}',
+                   '--config.batch_size=0'])
+  assert run.returncode != 0
+  assert 'config.batch_size=0 must be a positive integer' in run.stderr, run.stderr[-2000:]
+  assert snapshot(wd) == before
 
 
 # ----------------------------------------------------------------------------

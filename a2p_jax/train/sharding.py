@@ -108,6 +108,8 @@ def global_batch(local: dict, sharding: NamedSharding) -> dict:
 def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
   """Per-process batch size; the global batch must split evenly."""
   n_dev, n_proc = mesh.size, jax.process_count()
+  if int(global_batch_size) != global_batch_size or global_batch_size <= 0:
+    raise ValueError(f'config.batch_size={global_batch_size} must be a positive integer')
   if global_batch_size % n_dev:
     raise ValueError(f'config.batch_size={global_batch_size} must be a multiple of the '
                      f'device count {n_dev}')

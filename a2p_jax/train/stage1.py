@@ -150,11 +150,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   state (model, optimizer)}."""
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
-  writer = metrics_lib.Writer(workdir)
 
-  # Mesh.
+  # Mesh (checked before anything is written into the workdir).
   mesh = shard_lib.make_mesh(config.mesh.fsdp)
   local_batch = shard_lib.check_batch_size(config.batch_size, mesh)
+  writer = metrics_lib.Writer(workdir)
   data_sharding = shard_lib.batch_sharding(mesh)
 
   # Input.

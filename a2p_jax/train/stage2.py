@@ -173,11 +173,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   'train_step_traces', 'state', 'stats'}."""
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
-  writer = metrics_lib.Writer(workdir)
 
-  # Mesh.
+  # Mesh (checked before anything is written into the workdir).
   mesh = shard_lib.make_mesh(config.mesh.fsdp)
   local_batch = shard_lib.check_batch_size(config.batch_size, mesh)
+  writer = metrics_lib.Writer(workdir)
   data_sharding = shard_lib.batch_sharding(mesh)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
@@ -289,9 +289,16 @@ def restore(workdir: str, config=None):
   return model_graphdef, model_state, stats, config
 
 
-def load_repair(workdir: str, *, mano_dir=None, config=None):
-  """(jitted gated repair fn, config) from a stage-2 workdir (a2p_jax.diffusion.repair)."""
+def load_repair(workdir: str, *, mano_dir=None, config=None, sampling=None):
+  """(jitted gated repair fn, config) from a stage-2 workdir
+  (a2p_jax.diffusion.repair). sampling: {field: value} overriding the
+  config's sampling section (sampling choices do not change the weights)."""
   from a2p_jax.diffusion import repair as repair_lib
   graphdef, model_state, stats, config = restore(workdir, config)
+  if sampling:
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      for k, v in sampling.items():
+        config.sampling[k] = v
   models = load_hand_models(mano_dir if mano_dir is not None else (config.data.mano_dir or None))
   return repair_lib.make_repair(graphdef, model_state, stats, models, config), config
