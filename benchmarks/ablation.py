@@ -45,6 +45,8 @@ def main(argv=None):
   ap.add_argument('--stage2_steps', type=int, default=0, help='0: configs/diffusion_tiny.py')
   ap.add_argument('--stage2_pairs', type=int, default=0, help='0: configs/diffusion_tiny.py')
   ap.add_argument('--stage2', default='', help='an existing stage-2 workdir to use instead')
+  ap.add_argument('--stage2_keep', default=None,
+                  help="the repair's sampling.keep (default: the stage-2 checkpoint's config)")
   ap.add_argument('--seed', type=int, default=0,
                   help='training seed of every row (init, data order, dropout); the data set '
                   'is the same for every seed')
@@ -108,8 +110,11 @@ def main(argv=None):
     stage2.train_and_evaluate(c2, w2)
     timings['stage 2'] = time.time() - t0
   summ = eval_run.evaluate_checkpoint(full, os.path.join(out, 'eval_stage1+2'), root=root,
-                                      split='test', stage2=w2)
-  results.append(('+ penetration diffusion', summ))
+                                      split='test', stage2=w2,
+                                      stage2_sampling=(None if args.stage2_keep is None else
+                                                       {'keep': args.stage2_keep}))
+  results.append(('+ penetration diffusion' + (f' (keep {args.stage2_keep})'
+                                               if args.stage2_keep else ''), summ))
   summ = eval_run.evaluate_checkpoint(full, os.path.join(out, 'eval_teacher_at_inference'),
                                       root=root, split='test', priors=test_priors)
   results.append(('full, oracle teacher at inference (F_p, not F_fae)', summ))

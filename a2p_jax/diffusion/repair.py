@@ -125,10 +125,11 @@ def _gated_chunks(sample, params, gate, key, cap: int):
   return jax.lax.fori_loop(0, (n_gated + cap - 1) // cap, body, params)
 
 
-def load(workdir: str, *, mano_dir=None, config=None):
-  """(repair fn, config) from a stage-2 training workdir's newest checkpoint."""
+def load(workdir: str, *, mano_dir=None, config=None, sampling=None):
+  """(repair fn, config) from a stage-2 training workdir's newest checkpoint
+  (sampling: overrides of config.sampling)."""
   from a2p_jax.train import stage2
-  return stage2.load_repair(workdir, mano_dir=mano_dir, config=config)
+  return stage2.load_repair(workdir, mano_dir=mano_dir, config=config, sampling=sampling)
 
 
 def boxes_from_params(params, models, focal, princpt):

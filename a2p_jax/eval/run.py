@@ -144,13 +144,15 @@ def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[st
                         mano_dir: Optional[str] = None, subset: Optional[str] = None,
                         step: Optional[int] = None, penetration: bool = True,
                         limit: int = 0, chunk: int = 64, stage2: Optional[str] = None,
-                        priors: Optional[str] = None) -> dict:
+                        priors: Optional[str] = None,
+                        stage2_sampling: Optional[dict] = None) -> dict:
   """Scores a stage-1 checkpoint on a split. Data set, root and MANO folder
   default to the checkpoint's training config (the synthetic set it was
   trained on lives in WORKDIR/data/synthetic). Each example is cropped
   around its two hands' ground-truth box, centred, no augmentation (the
   InterWild test protocol). `stage2`: a stage-2 workdir; its gated repair
-  runs on the stage-1 outputs (boxes: the projected predicted meshes).
+  runs on the stage-1 outputs (boxes: the projected predicted meshes);
+  `stage2_sampling` overrides fields of its config.sampling.
   `priors`: a prior store of this split: the teacher's maps replace the FAE
   at inference (the paper's distillation gap; needs a model trained with
   priors)."""
@@ -168,7 +170,7 @@ def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[st
   if limit:
     ds = [ds[i] for i in range(min(limit, len(ds)))]
   cfg = input_lib.augment_config(config)
-  repair_fn, gated_total = None, [0]
+  repair_fn, cfg2, gated_total = None, None, [0]
   join = None
   if priors:
     from a2p_jax import teacher as teacher_lib
@@ -182,7 +184,7 @@ def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[st
     join = pipeline._JoinPriors(store, channels)
   if stage2:
     from a2p_jax.diffusion import repair as repair_lib
-    repair_fn, _ = repair_lib.load(stage2, mano_dir=mano_dir)
+    repair_fn, cfg2 = repair_lib.load(stage2, mano_dir=mano_dir, sampling=stage2_sampling)
 
   def predict(exs):
     batch = eval_batch(exs, cfg, models, join)
@@ -198,6 +200,7 @@ def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[st
           'step': int(step), 'mano': mano_dir or 'procedural (NOT MANO)',
           'stage2': os.path.abspath(stage2) if stage2 else None,
           'stage2_repaired': gated_total[0] if stage2 else None,
+          'stage2_sampling': dict(cfg2.sampling) if stage2 else None,
           'teacher_priors_at_inference': os.path.abspath(priors) if priors else None,
           'seconds': round(time.time() - t0, 1)}
   return _write_report(out_dir, res, meta, ds, predict)
