@@ -147,8 +147,10 @@ def main():
     k, v = kv.split('=')
     sec, k = k.split('.') if '.' in k else ('sampling', k)
     old = config[sec].get(k)
-    config[sec][k] = (v if isinstance(old, str) else
-                      type(old)(float(v)) if isinstance(old, (int, float)) else float(v))
+    if isinstance(old, (int, float)) and not isinstance(old, bool):
+      v = type(old)(float(v))
+    with config.unlocked():
+      config[sec][k] = v  # a string unless the field is a number
   models = load_hand_models(config.data.mano_dir or None)
   gt, cond = eval_pairs(args.workdir, config, models, args.num, args.seed)
   bx = boxes(cond, models)

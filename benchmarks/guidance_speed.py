@@ -4,9 +4,10 @@
 
 Rows, each jitted, median over reps (compile excluded), interleaved so load
 drifts hit every row alike:
-  nearest, jnp.argmin x2   the previous nearest-vertex search (two argmins)
-  nearest, two-min x2      geometry.collision.nearest_both_ways (one distance
-                           matrix, plain min reductions; same indices)
+  nearest, two matrices    the previous nearest-vertex search (a distance
+                           matrix and an argmin per direction)
+  nearest, one matrix      geometry.collision.nearest_both_ways (one distance
+                           matrix, argmin along each axis; same indices)
   MANO both hands fwd+bwd  state -> meshes and its VJP
   collision loss fwd+bwd   geometry.collision_loss value and gradient
   guidance gradient        the whole guide_grad of stage 2 (state -> loss -> d/dstate)
@@ -81,8 +82,8 @@ def main(argv=None):
     model.eval()
     t = jnp.full((b,), 500, jnp.int32)
     fns = {
-        'nearest, jnp.argmin x2': (argmin_two, (vr, vl)),
-        'nearest, two-min x2': (lambda a, c: pairs_mod.map_pairs(coll.nearest_both_ways, a, c),
+        'nearest, two matrices': (argmin_two, (vr, vl)),
+        'nearest, one matrix': (lambda a, c: pairs_mod.map_pairs(coll.nearest_both_ways, a, c),
                                 (vr, vl)),
         'MANO both hands fwd+bwd': (meshes_vjp, (x,)),
         'collision loss fwd+bwd': (coll_grad, (vr, vl)),
@@ -93,8 +94,8 @@ def main(argv=None):
         'denoiser forward': (lambda z: model(z, t, z), (x,)),
     }
     jitted = {k: jax.jit(f) for k, (f, _) in fns.items()}
-    ref = [np.asarray(v) for v in jitted['nearest, jnp.argmin x2'](vr, vl)]
-    new = [np.asarray(v) for v in jitted['nearest, two-min x2'](vr, vl)]
+    ref = [np.asarray(v) for v in jitted['nearest, two matrices'](vr, vl)]
+    new = [np.asarray(v) for v in jitted['nearest, one matrix'](vr, vl)]
     assert all(np.array_equal(r, n) for r, n in zip(ref, new)), 'nearest indices differ'
     times = {k: [] for k in fns}
     for k in fns:

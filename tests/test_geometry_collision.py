@@ -78,3 +78,18 @@ def test_gmof():
   np.testing.assert_allclose(geometry.gmof(r2, 0.01), [0.0, 1e-6 * 1e-4 / (1e-6 + 1e-4), 1e-4 / 1.0001],
                              rtol=1e-5)
   assert np.isfinite(jax.grad(lambda x: geometry.gmof(x, 0.01))(0.0))
+
+
+def test_nearest_both_ways_is_numpy_argmin_both_directions():
+  from a2p_jax.geometry import collision as coll
+  rng = np.random.default_rng(7)
+  for p_n, q_n in ((50, 70), (70, 50)):
+    a = rng.normal(size=(p_n, 3)).astype(np.float32)
+    b = rng.normal(size=(q_n, 3)).astype(np.float32)
+    b[:3] = a[:3]  # exact zero distances
+    b[3] = b[4]    # a tie: the first index wins
+    i, j = coll.nearest_both_ways(a, b)
+    sq = ((a[:, None].astype(np.float64) - b[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(i, np.argmin(sq, 1))
+    np.testing.assert_array_equal(j, np.argmin(sq, 0))
+    np.testing.assert_array_equal(coll.nearest_vertex(a, b), np.argmin(sq, 1))

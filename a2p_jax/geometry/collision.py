@@ -32,27 +32,19 @@ def _sq_dists(p, q):
           + (p[:, None, 2] - q[None, :, 2]) ** 2)
 
 
-def _argmin(sq, axis):
-  # jnp.argmin, exactly (first index of the minimum), as two plain min
-  # reductions: XLA:CPU's variadic (value, index) reduce of argmin measured
-  # ~3x slower on (778, 778) (benchmarks/guidance_speed.py).
-  m = jnp.min(sq, axis, keepdims=True)
-  idx = jax.lax.broadcasted_iota(jnp.int32, sq.shape, axis)
-  first = jnp.min(jnp.where(sq == m, idx, jnp.iinfo(jnp.int32).max), axis)
-  return jnp.minimum(first, sq.shape[axis] - 1)  # in range even for NaN rows
-
-
 def nearest_vertex(p_Px3, q_Qx3):
   """Index (P,) int32 of the nearest q for each p (the first on ties); no
   gradient (a choice, not a value)."""
-  return _argmin(_sq_dists(p_Px3, q_Qx3), 1)
+  return jnp.argmin(_sq_dists(p_Px3, q_Qx3), axis=1)
 
 
 def nearest_both_ways(p_Px3, q_Qx3):
   """(nearest q for each p (P,), nearest p for each q (Q,)) int32 from one
-  distance matrix (half the work of two nearest_vertex calls); no gradient."""
+  distance matrix; no gradient. (Measured, benchmarks/guidance_speed.py:
+  as fast as two nearest_vertex calls for one pair, ~13% faster vmapped
+  over 8; replacing argmin by plain min reductions was 1.3-3.5x slower.)"""
   sq = _sq_dists(p_Px3, q_Qx3)
-  return _argmin(sq, 1), _argmin(sq, 0)
+  return jnp.argmin(sq, axis=1), jnp.argmin(sq, axis=0)
 
 
 def _one_way(p, q, n_p, n_q, j, dist_threshold, cos_threshold, rho):
