@@ -66,6 +66,7 @@ def test_train_loss_falls_restores_and_resumes(tmp_path, pairs_file):
   assert np.all(np.isfinite(np.asarray(got['root_cam'])))
 
 
+@pytest.mark.slow  # ~60 s of CPU (a subprocess compiling two layouts): keeps `make test` < 10 min
 def test_eight_devices_match_one_device(tmp_path, pairs_file):
   """Stage-2 training, 8-way data parallel and data x FSDP (2 x 4) on 8 fake
   devices (a subprocess), equals one device to float tolerance (the
