@@ -14,7 +14,7 @@ import pytest
 
 from a2p_jax.train import checkpoint as ckpt_lib
 from a2p_jax.train import stage1
-from configs import synthetic_tiny
+from tests import tiny_training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,27 +40,10 @@ def compilation_cache(tmp_path_factory):
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
   """A small synthetic set (and its oracle priors), shared by the tests."""
-  root = tmp_path_factory.mktemp('stage1')
-  config = synthetic_tiny.get_config('test')
-  from a2p_jax.train import input as input_lib
-  syn = input_lib.synthetic_root(config, str(root))
-  config.data.root = syn
-  src = input_lib.source(config, str(root), 'train')
-  priors = input_lib.prior_store(config, str(root), src)
-  return {'root': syn, 'priors': priors.path if priors is not None else ''}
+  return tiny_training.tiny_data(tmp_path_factory)
 
 
-def _config(data, **overrides):
-  c = synthetic_tiny.get_config('test')
-  c.data.root = data['root']
-  c.data.priors = data['priors']
-  for k, v in overrides.items():
-    node = c
-    *parents, leaf = k.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = v
-  return c
+_config = tiny_training.config
 
 
 def _params(state):
