@@ -9,6 +9,7 @@ the fits and the joints agree exactly, like NeuralAnnot fits would ideally.
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -139,3 +140,11 @@ def rewrite(root, split, key, edit):
   with open(path, 'w') as fh:
     json.dump(obj, fh)
   return path
+
+
+def private_copy(base, tmp_path):
+  """(root, truth) of a copy of a written set `base` = (root, truth) under
+  tmp_path, free to edit (the module-scoped original stays intact)."""
+  root = str(tmp_path / 'ih')
+  shutil.copytree(base[0], root)
+  return root, base[1]

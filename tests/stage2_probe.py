@@ -13,25 +13,19 @@ import os
 import sys
 
 import jax
-import numpy as np
 from flax import nnx
-
-
-def checksums(graphdef, state) -> dict:
-  params = nnx.state(nnx.merge(graphdef, state)[0], nnx.Param)
-  leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(params)]
-  return {'param_sum': float(sum(x.sum() for x in leaves)),
-          'param_abs': float(sum(np.abs(x).sum() for x in leaves))}
 
 
 def run(pairs, workdir, steps, fsdp):
   from a2p_jax.train import stage2
   from tests.test_diffusion_train import _config
+  from tests.train_step_probe import param_checksums
   c = _config(pairs, steps)
   c.mesh.fsdp = fsdp
   out = stage2.train_and_evaluate(c, workdir)
   graphdef = stage2.create_train_state(c, stage2.shard_lib.make_mesh(1))[0]
-  return dict(checksums(graphdef, out['state']), devices=jax.device_count(), fsdp=fsdp,
+  return dict(param_checksums(nnx.merge(graphdef, out['state'])[0]),
+              devices=jax.device_count(), fsdp=fsdp,
               loss=float(out['history'][-1]['loss']), traces=out['train_step_traces'])
 
 

@@ -183,9 +183,7 @@ def ih_base(tmp_path_factory):
 
 @pytest.fixture
 def ih(ih_base, tmp_path):
-  root = str(tmp_path / 'ih')
-  shutil.copytree(ih_base[0], root)
-  return root, ih_base[1]
+  return fx.private_copy(ih_base, tmp_path)
 
 
 def _open(root, **kw):

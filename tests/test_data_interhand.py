@@ -35,9 +35,7 @@ def base(tmp_path_factory, models):
 @pytest.fixture
 def data(base, tmp_path):
   """A private copy of the base set, free to edit."""
-  root = str(tmp_path / 'ih')
-  shutil.copytree(base[0], root)
-  return root, base[1]
+  return fx.private_copy(base, tmp_path)
 
 
 def open_ds(root, **kw):

@@ -77,11 +77,14 @@ def test_eight_devices_match_one_device(tmp_path, pairs_file):
   import os
   import subprocess
   import sys
-  from tests.stage2_probe import checksums
+  from flax import nnx
+
+  from tests.train_step_probe import param_checksums
   steps = 6
   c = _config(pairs_file, steps)
   one = stage2.train_and_evaluate(c, str(tmp_path / 'one'))
-  ref = checksums(stage2.create_train_state(c, stage2.shard_lib.make_mesh(1))[0], one['state'])
+  graphdef = stage2.create_train_state(c, stage2.shard_lib.make_mesh(1))[0]
+  ref = param_checksums(nnx.merge(graphdef, one['state'])[0])
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
              JAX_PLATFORMS='cpu')

@@ -17,6 +17,13 @@ from flax import nnx
 LAYOUTS = ((1, 1), (8, 1), (8, 4))  # (devices, fsdp)
 
 
+def param_checksums(model) -> dict:
+  """Sum and absolute sum (float64) of an nnx module's parameters."""
+  leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+  return {'param_sum': float(sum(x.sum() for x in leaves)),
+          'param_abs': float(sum(np.abs(x).sum() for x in leaves))}
+
+
 def run(n_devices: int, fsdp: int, local: dict, prior_channels: int) -> dict:
   from a2p_jax.data.hands import load_hand_models
   from a2p_jax.train import sharding, stage1
@@ -32,12 +39,9 @@ def run(n_devices: int, fsdp: int, local: dict, prior_channels: int) -> dict:
                         jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   state, metrics = step(state, batch, mano, np.int32(0))
   state, metrics = step(state, batch, mano, np.int32(1))
-  params = nnx.to_pure_dict(nnx.state(nnx.merge(graphdef, state)[0], nnx.Param))
-  leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(params)]
   specs = sorted({str(s.spec) for s in jax.tree.leaves(state_sharding)})
   return {'devices': int(mesh.devices.size), 'fsdp': fsdp, 'loss': float(metrics['loss']),
-          'param_sum': float(sum(x.sum() for x in leaves)),
-          'param_abs': float(sum(np.abs(x).sum() for x in leaves)),
+          **param_checksums(nnx.merge(graphdef, state)[0]),
           'traces': step_fn.traces, 'specs': specs}
 
 

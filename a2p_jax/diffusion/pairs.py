@@ -211,13 +211,14 @@ def prediction_pairs(predict_fn: Callable, dataset, models, *, batch_size: int =
 _SHAPES = {'pose_6d': (2, 16, 6), 'betas': (2, 10), 'root_cam': (2, 3)}
 
 
-def stage1_predict_fn(workdir: str, mano_dir: Optional[str] = None):
-  """predict_fn for `prediction_pairs` from a stage-1 training workdir: each
-  reader example cropped around its hands as in evaluation (no
-  augmentation), the checkpoint's inference path (FAE, no teacher)."""
+def stage1_predict_fn(workdir: str, mano_dir: Optional[str] = None, step: Optional[int] = None):
+  """predict_fn for `prediction_pairs` from a stage-1 training workdir
+  (its newest checkpoint, or `step`: an earlier, weaker one): each reader
+  example cropped around its hands as in evaluation (no augmentation), the
+  checkpoint's inference path (FAE, no teacher)."""
   from a2p_jax.eval.run import eval_batch, load_stage1
   from a2p_jax.train import input as input_lib
-  config, predict_batch, _, models = load_stage1(workdir, mano_dir=mano_dir)
+  config, predict_batch, _, models = load_stage1(workdir, step=step, mano_dir=mano_dir)
   cfg = input_lib.augment_config(config)
 
   def predict(examples):
@@ -264,7 +265,8 @@ def main(argv=None):
   p.add_argument('--root', required=True, help='InterHand2.6M-layout folder (or synthetic)')
   p.add_argument('--split', default='train')
   p.add_argument('--out', required=True, help='output .npz')
-  p.add_argument('--num', type=int, required=True, help='number of perturbed pairs')
+  p.add_argument('--num', type=int, default=None,
+                 help='number of perturbed pairs (required without --stage1_workdir)')
   p.add_argument('--mano_dir', default=None)
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--max_examples', type=int, default=None)
@@ -272,13 +274,20 @@ def main(argv=None):
   p.add_argument('--stage1_workdir', default=None,
                  help='instead: pairs of this stage-1 checkpoint\'s penetrating predictions '
                       '(over --max_examples examples; --num is ignored)')
+  p.add_argument('--stage1_step', type=int, default=None,
+                 help='with --stage1_workdir: this checkpoint step instead of the newest')
   args = p.parse_args(argv)
+  if args.stage1_workdir is None and args.num is None:
+    p.error('--num is required (or --stage1_workdir for stage-1 prediction pairs)')
+  if args.stage1_step is not None and args.stage1_workdir is None:
+    p.error('--stage1_step needs --stage1_workdir')
   from a2p_jax.data.hands import load_hand_models
   from a2p_jax.data.interhand26m import InterHand26M
   models = load_hand_models(args.mano_dir)
   ds = InterHand26M(args.root, args.split, mano_dir=args.mano_dir)
   if args.stage1_workdir:
-    g, c = prediction_pairs(stage1_predict_fn(args.stage1_workdir, args.mano_dir), ds, models,
+    g, c = prediction_pairs(stage1_predict_fn(args.stage1_workdir, args.mano_dir,
+                                             args.stage1_step), ds, models,
                             max_examples=args.max_examples,
                             min_depth_m=args.min_depth_mm / 1000.0)
     save(args.out, g, c, source=np.ones(len(g['betas'])))
