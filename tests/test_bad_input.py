@@ -39,6 +39,7 @@ tested elsewhere are listed here, not repeated.
 | eval.py --predictions | bad file | non-zero exit naming the entry; --out untouched | here |
 | infer | corrupt image, bad boxes | InferenceError naming the file/flag | test_train_stage1::test_infer_writes_hands_meshes_and_overlays |
 | infer | empty/truncated image, missing checkpoint, non-positive focal | InferenceError / CheckpointError; --out untouched | here |
+| python -m a2p_jax.diffusion.pairs | no --num for perturbed pairs, --stage1_step without --stage1_workdir | usage error naming the flag, nothing written | here |
 """
 
 import json
@@ -647,3 +648,15 @@ def test_infer_bad_camera_is_named(kw, match, tmp_path):
   with pytest.raises(infer.InferenceError, match=match):
     infer.run([good], str(tmp_path / 'no_run'), str(tmp_path / 'out'), **kw)
   assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('args, message', [
+    ([], '--num is required'),
+    (['--num', '4', '--stage1_step', '200'], '--stage1_step needs --stage1_workdir')])
+def test_pairs_cli_flags(tmp_path, capsys, args, message):
+  from a2p_jax.diffusion import pairs as pairs_lib
+  out = tmp_path / 'pairs.npz'
+  with pytest.raises(SystemExit) as e:
+    pairs_lib.main(['--root', str(tmp_path / 'nowhere'), '--out', str(out)] + args)
+  assert e.value.code == 2 and message in capsys.readouterr().err
+  assert not out.exists()
