@@ -102,4 +102,4 @@ def get_config(arg=None):
   c = base()
   if arg:
     raise ValueError(f'unknown config arg {arg!r} (expected none)')
-  return c
+  return c.lock()  # setting a field that does not exist (a typo) raises

@@ -20,4 +20,4 @@ def get_config(arg=None):
     c.log_every = 1
   elif arg:
     raise ValueError(f'unknown config arg {arg!r} (expected none or "cpu")')
-  return c
+  return c.lock()  # setting a field that does not exist (a typo) raises

@@ -52,4 +52,4 @@ def get_config(arg=None):
     c.sampling.num_steps = 4
   elif arg:
     raise ValueError(f'unknown config arg {arg!r} (expected none or "test")')
-  return c
+  return c.lock()  # setting a field that does not exist (a typo) raises

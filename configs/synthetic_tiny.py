@@ -73,4 +73,4 @@ def get_config(arg=None):
     c.model.mlp_dim = 64
   elif arg:
     raise ValueError(f'unknown config arg {arg!r} (expected none or "test")')
-  return c
+  return c.lock()  # setting a field that does not exist (a typo) raises

@@ -31,6 +31,7 @@ tested elsewhere are listed here, not repeated.
 | precompute | rerun with other arguments | refused | test_teacher_store::test_pca_basis_and_flip_matrix; here (store byte-identical) |
 | precompute | NaN teacher output, failing example, duplicate ids | error, finished shards byte-identical, not marked complete | here |
 | train.py | config typo, value of the wrong type | absl error naming the field | here |
+| configs.*.get_config() from Python | setting a field that does not exist (typo) | AttributeError naming the key (configs come locked) | here |
 | train.py | batch size not dividing the devices | ValueError naming config.batch_size; checkpoints untouched | here |
 | train | NaN loss | stops, last checkpoint kept | test_train_stage1::test_nonfinite_step_stops_and_keeps_checkpoint |
 | eval | corrupt or missing checkpoint | CheckpointError | test_train_stage1::test_eval_scores_the_checkpoint; test_train_checkpoint::test_all_corrupt_is_an_error_not_a_fresh_start |
@@ -660,3 +661,15 @@ def test_pairs_cli_flags(tmp_path, capsys, args, message):
     pairs_lib.main(['--root', str(tmp_path / 'nowhere'), '--out', str(out)] + args)
   assert e.value.code == 2 and message in capsys.readouterr().err
   assert not out.exists()
+
+
+@pytest.mark.parametrize('name', ['synthetic_tiny', 'a2p_interhand26m', 'diffusion_tiny',
+                                  'a2p_diffusion'])
+def test_config_typo_from_python_is_an_error(name):
+  import importlib
+  c = importlib.import_module(f'configs.{name}').get_config()
+  c.data.root = '/data'  # existing fields stay settable
+  with pytest.raises(AttributeError, match='prior_group|does not exist'):
+    c.data.prior_group = 'keypoint'
+  with pytest.raises(AttributeError, match='num_train_step'):
+    c.num_train_step = 10
