@@ -36,7 +36,6 @@ if __name__ == '__main__':
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -99,18 +98,6 @@ def topology_devices(name: str):
   return topologies.get_topology_desc(platform='tpu', num_slices=1, **spec).devices
 
 
-def abstract_train_state(config, prior_channels: int, steps_per_epoch: int = 1000):
-  """(graphdef, abstract state): `stage1.create_train_state`'s split
-  (model, optimizer) as ShapeDtypeStructs, nothing allocated or placed."""
-  tx, _ = stage1.make_optimizer(config, steps_per_epoch)
-
-  def build():
-    model = stage1.build_model(config, prior_channels)
-    return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
-
-  return nnx.split(nnx.eval_shape(build))
-
-
 def _with_sharding(tree, shardings):
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       tree, shardings)
@@ -120,7 +107,7 @@ def abstract_step_args(config, mesh, global_batch: int, prior_channels: int):
   """(graphdef, state_sharding, args): the train step's arguments (state,
   batch, mano, step) as ShapeDtypeStructs with the shardings training uses."""
   shard_lib.check_batch_size(global_batch, mesh)
-  graphdef, state = abstract_train_state(config, prior_channels)
+  graphdef, state = stage1.abstract_train_state(config, prior_channels)
   state_sharding = shard_lib.state_shardings(mesh, state)
   replicated = NamedSharding(mesh, P())
   one = random_batch(np.random.default_rng(0), 1, tuple(config.model.input_hw), prior_channels)

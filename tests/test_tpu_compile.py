@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from a2p_jax.train import stage1
 from benchmarks import tpu_compile
 from configs import a2p_interhand26m, synthetic_tiny
 
@@ -59,7 +60,7 @@ def test_largest_batch_search_limit():
 def test_abstract_paper_state_matches_the_model():
   """The abstract state is the real train state's tree: every model
   parameter plus AdamW's two moments, nothing allocated."""
-  _, state = tpu_compile.abstract_train_state(a2p_interhand26m.get_config(), 46)
+  _, state = stage1.abstract_train_state(a2p_interhand26m.get_config(), 46)
   leaves = jax.tree.leaves(state)
   assert all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
   model_state, opt_state = state[0], state[1]

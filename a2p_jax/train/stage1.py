@@ -125,6 +125,19 @@ def create_train_state(config, prior_channels: int, steps_per_epoch: int, mesh):
   return graphdef, shard_lib.put(state, state_sharding), state_sharding, lr_fn
 
 
+def abstract_train_state(config, prior_channels: int, steps_per_epoch: int = 1000):
+  """(graphdef, state) of `create_train_state`'s (model, optimizer) as
+  ShapeDtypeStructs: nothing allocated or placed (ahead-of-time lowering
+  for other topologies, benchmarks/tpu_compile.py)."""
+  tx, _ = make_optimizer(config, steps_per_epoch)
+
+  def build():
+    model = build_model(config, prior_channels)
+    return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+  return nnx.split(nnx.eval_shape(build))
+
+
 def jit_train_step(graphdef, config, mesh, state_sharding, *, with_priors: bool):
   """(jitted step, the Python step function whose `.traces` counts traces)."""
   step_fn = make_train_step(graphdef, config, with_priors=with_priors)
