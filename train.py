@@ -11,6 +11,9 @@ is detected on Cloud TPU, SLURM, Open MPI and Kubernetes; elsewhere add
 --coordinator=HOST:PORT --num_processes=N --process_id=I). See the README.
 """
 
+import re
+import sys
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -23,6 +26,29 @@ flags.DEFINE_integer('num_processes', None, 'with --distributed: number of proce
 flags.DEFINE_integer('process_id', None, 'with --distributed: this process, 0..N-1')
 flags.mark_flags_as_required(['config', 'workdir'])
 FLAGS = flags.FLAGS
+
+
+def parse_flags(argv):
+  """absl's parser; a bad flag or a --config.* override naming a field the
+  config does not have is a one-line usage error naming the flag (exit 2),
+  not a traceback."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.stderr.write(f'train.py: error: {e}\n')
+    sys.exit(2)
+  except (AttributeError, KeyError) as e:
+    while isinstance(e, BaseException) and e.args:  # ml_collections nests the KeyError
+      e = e.args[0]
+    msg = ' '.join(str(e).split())
+    found = re.search(r"'([A-Za-z_0-9]+)'", msg)
+    key = found.group(1) if found else ''
+    hint = re.search(r'Did you mean .*', msg)
+    bad = [a for a in argv[1:] if a.startswith('--config.') and key and key in a]
+    sys.stderr.write(f'train.py: error: {bad[0].split("=")[0] if bad else "--config.*"}: '
+                     f'the config has no field {key!r}'
+                     f'{". " + hint.group(0) if hint else ""}\n')
+    sys.exit(2)
 
 
 def main(argv):
@@ -39,4 +65,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

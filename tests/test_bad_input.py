@@ -30,7 +30,7 @@ tested elsewhere are listed here, not repeated.
 | precompute | interrupted run | rerun resumes, equals an uninterrupted run | test_teacher_oracle::test_precompute_resume_equals_uninterrupted |
 | precompute | rerun with other arguments | refused | test_teacher_store::test_pca_basis_and_flip_matrix; here (store byte-identical) |
 | precompute | NaN teacher output, failing example, duplicate ids | error, finished shards byte-identical, not marked complete | here |
-| train.py | config typo, value of the wrong type | absl error naming the field | here |
+| train.py | config typo, value of the wrong type | one-line usage error naming the flag (exit 2, no traceback) | here |
 | configs.*.get_config() from Python | setting a field that does not exist (typo) | AttributeError naming the key (configs come locked) | here |
 | train.py | batch size not dividing the devices | ValueError naming config.batch_size; checkpoints untouched | here |
 | train | NaN loss | stops, last checkpoint kept | test_train_stage1::test_nonfinite_step_stops_and_keeps_checkpoint |
@@ -424,10 +424,12 @@ def test_train_config_typo_and_wrong_type_are_refused(tmp_path):
   wd = tmp_path / 'wd'
   base = ['--config=configs/synthetic_tiny.py:test', f'--workdir={wd}']
   run = _train_py(base + ['--config.data.rooot=/data'])
-  assert run.returncode != 0
-  assert 'rooot' in run.stderr and 'Did you mean "root"' in run.stderr, run.stderr[-2000:]
+  assert run.returncode == 2 and 'Traceback' not in run.stderr, run.stderr[-2000:]
+  assert ('--config.data.rooot' in run.stderr and "no field 'rooot'" in run.stderr
+          and 'Did you mean "root"' in run.stderr), run.stderr[-2000:]
   run = _train_py(base + ['--config.batch_size=eight'])
-  assert run.returncode != 0 and '--config.batch_size=eight' in run.stderr, run.stderr[-2000:]
+  assert run.returncode == 2 and 'Traceback' not in run.stderr, run.stderr[-2000:]
+  assert '--config.batch_size=eight' in run.stderr, run.stderr[-2000:]
   assert not wd.exists()
 
 
