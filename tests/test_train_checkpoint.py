@@ -100,3 +100,56 @@ def test_all_corrupt_is_an_error_not_a_fresh_start(tmp_path):
   _corrupt(os.path.join(tmp_path, 'checkpoints', '1'))
   with pytest.raises(ckpt.CheckpointError, match='could be restored'):
     ckpt.restore_latest(ckpt.manager(str(tmp_path)), _state(0))
+
+
+def test_a_step_another_process_cannot_read_is_skipped_by_all(tmp_path, monkeypatch, capsys):
+  """Multi-host: every process resumes from the same step. Here the newest
+  checkpoint reads fine locally but another process reports it unreadable
+  (the agreement is faked; the agreement itself runs for real, two
+  processes, in test_all_processes_agree)."""
+  mngr = ckpt.manager(str(tmp_path), async_save=False)
+  for step in (1, 2):
+    ckpt.save(mngr, step, _state(step))
+  mngr.close()
+  votes = []
+
+  def others_fail_newest(name, ok):
+    votes.append(ok)
+    return ok and len(votes) > 1  # the first step asked about (2) fails elsewhere
+
+  monkeypatch.setattr(ckpt, 'all_processes', others_fail_newest)
+  step, got, _ = ckpt.restore_latest(ckpt.manager(str(tmp_path)), _state(0))
+  assert step == 1 and votes == [True, True]
+  _equal(got, _state(1))
+  assert 'unreadable on another process' in capsys.readouterr().out
+  assert os.listdir(tmp_path / 'checkpoints_unreadable') == ['2']
+
+
+_AGREE = """
+import sys, jax
+jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
+from a2p_jax.train.sharding import all_processes
+pid = jax.process_index()
+print([all_processes('t', True), all_processes('t', pid == 0), all_processes('t', pid == 1),
+       all_processes('u', True)], flush=True)
+"""
+
+
+def test_all_processes_agree(tmp_path):
+  """sharding.all_processes over two real processes (127.0.0.1): True only
+  when every process says so, the same answer everywhere."""
+  import socket
+  import subprocess
+  import sys
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  procs = [subprocess.Popen([sys.executable, '-c', _AGREE, f'127.0.0.1:{port}', str(i)],
+                            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for i in range(2)]
+  outs = [p.communicate(timeout=120) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-2000:]
+    assert out.strip().splitlines()[-1] == '[True, False, False, True]'

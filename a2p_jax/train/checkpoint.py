@@ -19,7 +19,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from a2p_jax.train.sharding import barrier
+from a2p_jax.train.sharding import all_processes, barrier
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +104,18 @@ def restore_latest(mngr: ocp.CheckpointManager, state_like: Any, data_iter=None)
              'meta': ocp.args.JsonRestore()}
     if data_iter is not None:
       items['data'] = grain.checkpoint.CheckpointRestore(data_iter)
+    msg = None
     try:
       got = mngr.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # noqa: BLE001 - any read failure means: try the previous one
       msg = f'checkpoint {os.path.join(str(mngr.directory), str(step))} is unreadable ' \
             f'({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ""})'
+    # Every process resumes from the same step: one that cannot read it
+    # makes all of them try the previous one.
+    if not all_processes('checkpoint_readable', msg is None) and msg is None:
+      msg = (f'checkpoint {os.path.join(str(mngr.directory), str(step))} is unreadable '
+             f'on another process')
+    if msg is not None:
       failures.append(msg)
       log.warning('%s; trying the previous one', msg)
       print(f'WARNING: {msg}; trying the previous one', flush=True)

@@ -43,6 +43,21 @@ def barrier(name: str, timeout_s: int = 7200) -> None:
   distributed.global_state.client.wait_at_barrier(f'a2p_{name}_{n}', timeout_s * 1000)
 
 
+def all_processes(name: str, ok: bool, timeout_s: int = 7200) -> bool:
+  """True when `ok` holds on every process (one process: `ok`). Each
+  process posts its flag to the coordination service's key-value store and
+  reads everyone's, so all return the same answer (no device collective)."""
+  if jax.process_count() == 1:
+    return bool(ok)
+  from jax._src import distributed
+  client = distributed.global_state.client
+  n = _barriers[name] = _barriers.get(name, 0) + 1
+  key = f'a2p_{name}_{n}'
+  client.key_value_set(f'{key}/{jax.process_index()}', '1' if ok else '0')
+  return all(client.blocking_key_value_get(f'{key}/{i}', timeout_s * 1000) == '1'
+             for i in range(jax.process_count()))
+
+
 def make_mesh(fsdp: int = 1, devices=None) -> Mesh:
   """Mesh ('data', 'fsdp') over `devices` (default jax.devices()); fsdp
   must divide the count."""
