@@ -18,6 +18,7 @@ ground truth, 1 stage-1 prediction).
 
 import argparse
 import math
+import os
 import sys
 from typing import Callable, Dict, Optional
 
@@ -230,10 +231,12 @@ def stage1_predict_fn(workdir: str, mano_dir: Optional[str] = None, step: Option
 
 
 def save(path: str, gt, cond, source=None):
+  """Writes pairs to `path` (.npz; its folder is created)."""
   n = len(gt['betas'])
   source = np.zeros(n, np.int8) if source is None else np.asarray(source, np.int8)
   arrays = {f'gt_{k}': np.asarray(gt[k], np.float32) for k in KEYS}
   arrays.update({f'cond_{k}': np.asarray(cond[k], np.float32) for k in KEYS})
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   np.savez(path, source=source, **arrays)
 
 
