@@ -43,7 +43,7 @@ def prediction_pairs(ablation: str, steps, out: str) -> str:
   from a2p_jax.data.hands import load_hand_models
   from a2p_jax.data.interhand26m import InterHand26M
   from a2p_jax.diffusion import pairs as pairs_lib
-  path = os.path.join(out, 'pairs_stage1.npz')
+  path = os.path.join(out, 'pairs_stage1_steps_' + '_'.join(map(str, steps)) + '.npz')
   if os.path.exists(path):
     return path
   root = os.path.join(ablation, 'data', 'synthetic')
@@ -132,7 +132,8 @@ def main(argv=None):
       'perturbed GT only': train_stage2(args.ablation, out, 'stage2_perturbed', args.seed,
                                         args.steps, '', 0.0),
       f'+ stage-1 pairs ({args.fraction:g})': train_stage2(
-          args.ablation, out, 'stage2_mixed', args.seed, args.steps, p2, args.fraction)}
+          args.ablation, out, f'stage2_mixed_{args.fraction:g}', args.seed, args.steps, p2,
+          args.fraction)}
   default_keep = diffusion_tiny.get_config().sampling.keep
   results = {}
   for run in args.eval:
