@@ -43,10 +43,9 @@ def base() -> ml_collections.ConfigDict:
   c.data.max_examples = 0           # ground truths read for building (0: all)
   c.data.pairs_min_depth_mm = 1.0
   c.data.stage1_pairs_file = ''     # stage-1 prediction pairs (.npz) or ''
-  # Share of each batch drawn from them (if given): a dial between removing
-  # penetration and keeping the hands' placement (results.md: on synthetic
-  # stage-1 outputs 0.25 -> 4-9x lower PenVol, best MRRPE; 1.0 -> 13-60x,
-  # MRRPE 28-46 mm worse).
+  # Share of each batch drawn from them (if given). On synthetic stage-1
+  # outputs (results.md): 0 -> PenVol 1.6-1.8x lower; 0.5 -> 5-17x, MRRPE
+  # +3 / +12 mm; 1.0 -> 13-60x, MRRPE +15 / +23 mm.
   c.data.stage1_fraction = 0.5
 
   c.model = ml_collections.ConfigDict()
