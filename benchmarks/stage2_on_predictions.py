@@ -57,7 +57,6 @@ def prediction_pairs(ablation: str, steps, out: str) -> str:
         t = time.time()
         fn = pairs_lib.stage1_predict_fn(os.path.join(ablation, 'stage1_' + row), step=step)
         g, c = pairs_lib.prediction_pairs(fn, ds, models, progress=False, min_depth_m=1e-3)
-        os.makedirs(os.path.dirname(part), exist_ok=True)
         pairs_lib.save(part, g, c, source=np.ones(len(g['betas'])))
         print(f'pairs (ii) {row} step {step}: {len(g["betas"])} of {len(ds)} train images '
               f'penetrate ({time.time() - t:.0f} s)', flush=True)

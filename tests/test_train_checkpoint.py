@@ -138,16 +138,14 @@ print([all_processes('t', True), all_processes('t', pid == 0), all_processes('t'
 def test_all_processes_agree(tmp_path):
   """sharding.all_processes over two real processes (127.0.0.1): True only
   when every process says so, the same answer everywhere."""
-  import socket
   import subprocess
   import sys
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+  from tests import tiny_training as tt
+  port = tt.free_port()
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   procs = [subprocess.Popen([sys.executable, '-c', _AGREE, f'127.0.0.1:{port}', str(i)],
-                            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=tt.REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True) for i in range(2)]
   outs = [p.communicate(timeout=120) for p in procs]
   for p, (out, err) in zip(procs, outs):

@@ -236,9 +236,8 @@ def apply_stage2(pred: dict, repair_fn, models, batch: dict, boxes=None, *, seed
   # relative to the right; replacing it by the root_cam difference would
   # swap the estimator on gated frames (154-164 mm MRRPE vs the head's
   # 135-141 on the synthetic ablation) and charge that to stage 2.
-  moved = (out['root_cam'][:, 1] - out['root_cam'][:, 0]) - \
-      (np.asarray(pred['root_cam'], np.float64)[:, 1] - np.asarray(pred['root_cam'],
-                                                                  np.float64)[:, 0])
+  before, after = np.asarray(pred['root_cam'], np.float64), out['root_cam']
+  moved = (after[:, 1] - after[:, 0]) - (before[:, 1] - before[:, 0])
   out['rel_root'] = np.where(gated[:, None], np.asarray(pred['rel_root'], np.float64) + moved,
                              pred['rel_root'])
   return out, gated

@@ -28,7 +28,16 @@ def initialize_distributed(coordinator: Optional[str] = None,
                              process_id=process_id)
 
 
-_barriers = {}
+_key_counts = {}
+
+
+def _coordination(name: str):
+  """(coordination-service client, a fresh key for `name`): keys are
+  single-use, so each call numbers them (every process calls in the same
+  order, so the numbers agree)."""
+  from jax._src import distributed  # the public barrier is a device collective
+  n = _key_counts[name] = _key_counts.get(name, 0) + 1
+  return distributed.global_state.client, f'a2p_{name}_{n}'
 
 
 def barrier(name: str, timeout_s: int = 7200) -> None:
@@ -38,9 +47,8 @@ def barrier(name: str, timeout_s: int = 7200) -> None:
   process 0 may spend minutes writing data the others then read."""
   if jax.process_count() == 1:
     return
-  from jax._src import distributed  # the public barrier is a device collective
-  n = _barriers[name] = _barriers.get(name, 0) + 1  # ids are single-use
-  distributed.global_state.client.wait_at_barrier(f'a2p_{name}_{n}', timeout_s * 1000)
+  client, key = _coordination(name)
+  client.wait_at_barrier(key, timeout_s * 1000)
 
 
 def all_processes(name: str, ok: bool, timeout_s: int = 7200) -> bool:
@@ -49,10 +57,7 @@ def all_processes(name: str, ok: bool, timeout_s: int = 7200) -> bool:
   reads everyone's, so all return the same answer (no device collective)."""
   if jax.process_count() == 1:
     return bool(ok)
-  from jax._src import distributed
-  client = distributed.global_state.client
-  n = _barriers[name] = _barriers.get(name, 0) + 1
-  key = f'a2p_{name}_{n}'
+  client, key = _coordination(name)
   client.key_value_set(f'{key}/{jax.process_index()}', '1' if ok else '0')
   return all(client.blocking_key_value_get(f'{key}/{i}', timeout_s * 1000) == '1'
              for i in range(jax.process_count()))
