@@ -21,24 +21,21 @@ stage 2 takes 56 fps to 18 fps: 3.1x).
 
 import argparse
 import os
-import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from a2p_jax import geometry  # noqa: E402
-from a2p_jax.data.hands import load_hand_models  # noqa: E402
-from a2p_jax.diffusion import pairs as pairs_lib  # noqa: E402
-from a2p_jax.diffusion import repair as repair_lib  # noqa: E402
-from a2p_jax.diffusion import state as state_lib  # noqa: E402
-from a2p_jax.models.denoiser import Denoiser  # noqa: E402
-from a2p_jax.train import stage2  # noqa: E402
+from a2p_jax import geometry
+from a2p_jax.data.hands import load_hand_models
+from a2p_jax.diffusion import pairs as pairs_lib
+from a2p_jax.diffusion import repair as repair_lib
+from a2p_jax.diffusion import state as state_lib
+from a2p_jax.models.denoiser import Denoiser
+from a2p_jax.train import stage2
+from timing import median_s
 
 FOCAL, PRINCPT = 1000.0, 256.0
 
@@ -96,16 +93,6 @@ def scores(params, gt, models):
   return {'penvol_cm3': vol.mean(), 'penvol_median_cm3': np.median(vol),
           'penetrating_%': 100 * np.mean(vol > 0), 'pendist_mm': depth.mean(),
           'joint_err_mm': err.mean(), 'mpjpe_wrist_mm': aligned.mean()}
-
-
-def median_s(fn, repeats):
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t)
-  return float(np.median(times))
 
 
 def stage1_forward_s(config_module, batch, repeats):
@@ -200,9 +187,9 @@ def main():
         f'ratio to tiny | ratio to paper | pipeline tiny | pipeline paper |')
   print('|---|---|---|---|---|---|---|---|---|---|')
   for b in (1, 64):
-    s1_tiny = stage1_forward_s('configs.synthetic_tiny', b, args.repeats)
+    s1_tiny = stage1_forward_s('a2p_jax.configs.synthetic_tiny', b, args.repeats)
     s1_paper = (float('nan') if args.skip_paper_stage1 else
-                stage1_forward_s('configs.a2p_interhand26m', b, max(2, args.repeats // 2)))
+                stage1_forward_s('a2p_jax.configs.a2p_interhand26m', b, max(2, args.repeats // 2)))
     mixes = [('ground truth (clean)', 0.0), ('1 in 8 penetrating', 0.125),
              ('all penetrating', 1.0)] if b > 1 else [('ground truth (clean)', 0.0),
                                                        ('penetrating', 1.0)]

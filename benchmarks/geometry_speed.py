@@ -11,17 +11,13 @@ one pushed into the right; falls back to open spheres without mano_jax.
 
 import argparse
 import os
-import sys
-import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from a2p_jax import geometry  # noqa: E402
+from a2p_jax import geometry
+from timing import median_s
 
 DIST, COS, RHO = 0.02, 0.0, 0.01
 
@@ -49,22 +45,12 @@ def hand_pairs(batch, seed=0):
     return np.broadcast_to(v, vb.shape).copy(), f, vb, f, 'open sphere (no mano_jax)'
 
 
-def median_ms(fn, repeats):
-  fn()  # compile / warm up
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return 1e3 * float(np.median(times))
-
-
 def jax_collision(va, fa, vb, fb):
   step = jax.jit(jax.value_and_grad(
       lambda a, b: jnp.sum(geometry.collision_loss(a, fa, b, fb, dist_threshold=DIST,
                                                    cos_threshold=COS, rho=RHO)), argnums=(0, 1)))
   va, vb = jnp.asarray(va), jnp.asarray(vb)
-  return lambda: jax.block_until_ready(step(va, vb)), lambda: float(step(va, vb)[0])
+  return lambda: step(va, vb), lambda: float(step(va, vb)[0])
 
 
 def torch_collision(va, fa, vb, fb):
@@ -117,11 +103,11 @@ def main():
         f'jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cores')
   rows = []
   jax_step, jax_value = jax_collision(va, fa, vb, fb)
-  t_jax = median_ms(jax_step, args.repeats)
+  t_jax = 1e3 * median_s(jax_step, args.repeats)
   try:
     import torch
     torch_step, torch_value = torch_collision(va, fa, vb, fb)
-    t_torch = median_ms(torch_step, args.repeats)
+    t_torch = 1e3 * median_s(torch_step, args.repeats)
     np.testing.assert_allclose(jax_value(), torch_value(), rtol=1e-3)  # same loss
     rows.append((f'collision_loss value+grad, batch {args.batch}', t_jax, t_torch,
                  f'{t_torch / t_jax:.1f}x', f'torch {torch.__version__}'))
@@ -132,9 +118,9 @@ def main():
   vol_fn = jax.jit(lambda a, b: geometry.penetration_volume(a, fa, b, fb))
   dep_fn = jax.jit(lambda a, b: geometry.penetration_depth(a, fa, b, fb))
   a, b = jnp.asarray(va[:n]), jnp.asarray(vb[:n])
-  t_vol = median_ms(lambda: vol_fn(a, b).block_until_ready(), args.repeats) / n
-  t_vol1 = median_ms(lambda: vol_fn(a[0], b[0]).block_until_ready(), args.repeats)
-  t_dep = median_ms(lambda: dep_fn(a, b).block_until_ready(), args.repeats) / n
+  t_vol = 1e3 * median_s(lambda: vol_fn(a, b), args.repeats) / n
+  t_vol1 = 1e3 * median_s(lambda: vol_fn(a[0], b[0]), args.repeats)
+  t_dep = 1e3 * median_s(lambda: dep_fn(a, b), args.repeats) / n
   vols = np.asarray(vol_fn(a, b)) * 1e6
   rows.append((f'penetration_volume per pair (batch {n})', t_vol, None, '-',
                f'overlaps {vols.min():.2f}-{vols.max():.2f} cm^3'))

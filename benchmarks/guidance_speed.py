@@ -17,25 +17,22 @@ Hands: the procedural hand (not MANO), the left pushed into the right.
 """
 
 import argparse
+import functools
 import os
-import sys
-import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from a2p_jax.data.hands import load_hand_models  # noqa: E402
-from a2p_jax.diffusion import guidance as guidance_lib  # noqa: E402
-from a2p_jax.diffusion import state as state_lib  # noqa: E402
-from a2p_jax.geometry import collision as coll  # noqa: E402
-from a2p_jax.geometry import pairs as pairs_mod  # noqa: E402
-from a2p_jax.models.denoiser import Denoiser  # noqa: E402
-from configs import diffusion_tiny  # noqa: E402
+from a2p_jax.configs import diffusion_tiny
+from a2p_jax.data.hands import load_hand_models
+from a2p_jax.diffusion import guidance as guidance_lib
+from a2p_jax.diffusion import state as state_lib
+from a2p_jax.geometry import collision as coll
+from a2p_jax.geometry import pairs as pairs_mod
+from a2p_jax.models.denoiser import Denoiser
+from timing import interleaved_median_s
 
 
 def params_batch(b, seed=0):
@@ -97,16 +94,10 @@ def main(argv=None):
     ref = [np.asarray(v) for v in jitted['nearest, two matrices'](vr, vl)]
     new = [np.asarray(v) for v in jitted['nearest, one matrix'](vr, vl)]
     assert all(np.array_equal(r, n) for r, n in zip(ref, new)), 'nearest indices differ'
-    times = {k: [] for k in fns}
-    for k in fns:
-      jax.block_until_ready(jitted[k](*fns[k][1]))
-    for _ in range(args.reps):
-      for k in fns:
-        t0 = time.perf_counter()
-        jax.block_until_ready(jitted[k](*fns[k][1]))
-        times[k].append(time.perf_counter() - t0)
-    for k, v in times.items():
-      rows.setdefault(k, []).append(np.median(v) * 1e3)
+    medians = interleaved_median_s(
+        {k: functools.partial(jitted[k], *args_k) for k, (_, args_k) in fns.items()}, args.reps)
+    for k, t in medians.items():
+      rows.setdefault(k, []).append(t * 1e3)
   for k, v in rows.items():
     print(f'| {k} | ' + ' | '.join(f'{x:.2f}' for x in v) + ' |')
 

@@ -12,28 +12,19 @@ a warm-up batch).
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 
-import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from a2p_jax.data import pipeline, synthetic, tfds_builders  # noqa: E402
-from a2p_jax.data.hands import load_hand_models  # noqa: E402
-from a2p_jax.data.interhand26m import InterHand26M  # noqa: E402
+from a2p_jax.data import pipeline, synthetic, tfds_builders
+from a2p_jax.data.hands import load_hand_models
+from a2p_jax.data.interhand26m import InterHand26M
+from timing import median_s
 
 
 def _rate(ds, batch, num_batches):
   it = iter(ds)
-  next(it)  # warm-up: worker start, first decode
-  times = []
-  for _ in range(num_batches):
-    t0 = time.perf_counter()
-    next(it)
-    times.append(time.perf_counter() - t0)
-  return batch / float(np.median(times))
+  # The warm-up batch pays for worker start and the first decode.
+  return batch / median_s(lambda: next(it), num_batches)
 
 
 def main(argv=None):

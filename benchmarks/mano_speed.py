@@ -12,27 +12,29 @@ compiled programs.
 """
 
 import argparse
+import importlib.util
 import os
 import platform
-import sys
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import mano_jax  # noqa: E402
+import mano_jax
+from timing import interleaved_median_s, median_s
+
+# Writes the procedural hand as the official-format pickle smplx reads.
+PICKLE_UTIL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           'tests', 'mano_pickle_util.py')
 
 
-def _median_ms(fn, reps):
-  ts = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    fn()
-    ts.append(time.perf_counter() - t0)
-  return 1e3 * float(np.median(ts))
+def _mano_pickle_util():
+  """tests/mano_pickle_util.py, loaded by path (tests/ is not installed)."""
+  spec = importlib.util.spec_from_file_location('mano_pickle_util', PICKLE_UTIL)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def jax_fns(model, batch, rng):
@@ -61,16 +63,14 @@ def jax_fns(model, batch, rng):
       flops[name] = float(ca.get('flops', float('nan')))
     except Exception:  # cost analysis is best effort
       flops[name] = float('nan')
-  return ({'fwd': lambda: jax.block_until_ready(fwd(pose, betas)),
-           'fwd+bwd': lambda: jax.block_until_ready(fwd_bwd(pose, betas))},
+  return ({'fwd': lambda: fwd(pose, betas), 'fwd+bwd': lambda: fwd_bwd(pose, betas)},
           (pose, betas, wv, wj), flops)
 
 
 def torch_fns(model, batch, inputs, tmp):
   try:
     import torch
-    from tests import mano_pickle_util
-    layer = mano_pickle_util.make_smplx_mano(
+    layer = _mano_pickle_util().make_smplx_mano(
         mano_jax.load_procedural(model.side), tmp, use_pca=False,
         flat_hand_mean=False, dtype=torch.float32, batch_size=batch)
   except ImportError:
@@ -118,16 +118,12 @@ def main(argv=None):
       reps = max(5, args.reps if batch < 1024 else args.reps // 3)
       for kind in ('fwd', 'fwd+bwd'):
         # Alternate the two implementations call by call so that machine
-        # noise hits both alike; report medians.
-        tj, tt = [], []
-        for _ in range(reps):
-          tj.append(_median_ms(fns[kind], 1))
-          if ref is not None:
-            tt.append(_median_ms(ref[kind], 1))
-        mj = float(np.median(tj))
-        mt = float(np.median(tt)) if tt else float('nan')
+        # noise hits both alike; report medians. Both are warm already.
+        pair = {'jax': fns[kind]} if ref is None else {'jax': fns[kind], 'ref': ref[kind]}
+        t = interleaved_median_s(pair, reps, warmup=0)
+        mj, mt = 1e3 * t['jax'], 1e3 * t.get('ref', float('nan'))
         # Latency on its own (back-to-back calls, warm caches).
-        alone = _median_ms(fns[kind], 3 * reps)
+        alone = 1e3 * median_s(fns[kind], 3 * reps, warmup=0)
         gflops = flops[kind] / 1e9
         rows.append((batch, kind, mj, alone, mt, mt / mj, gflops, gflops / (mj / 1e3)))
   print(f'# mano_jax vs smplx.MANO  ({platform.processor() or platform.machine()}, '

@@ -38,12 +38,15 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from a2p_jax.data.hands import load_hand_models  # noqa: E402
+from a2p_jax.runtime import sharding as shard_lib  # noqa: E402
 from a2p_jax.teacher import sapiens  # noqa: E402
-from a2p_jax.train import sharding as shard_lib, stage1  # noqa: E402
-from benchmarks.train_speed import random_batch  # noqa: E402
+from a2p_jax.train import stage1  # noqa: E402
+
+if __package__:  # imported as benchmarks.tpu_compile (tests/test_tpu_compile.py)
+  from .train_batch import random_batch
+else:  # python benchmarks/tpu_compile.py: this folder is on sys.path
+  from train_batch import random_batch
 
 GIB = 2 ** 30
 INSTALL_HINT = ('libtpu is not installed: it is an optional extra. Install it with\n'
@@ -300,7 +303,7 @@ def main(argv=None):
   if not libtpu_available():
     print(INSTALL_HINT, file=sys.stderr)
     return 2
-  config = importlib.import_module(f'configs.{args.config}').get_config()
+  config = importlib.import_module(f'a2p_jax.configs.{args.config}').get_config()
   if args.fsdp:
     config.mesh.fsdp = args.fsdp
   batch = args.batch or config.batch_size

@@ -14,54 +14,26 @@ benchmarks/input_pipeline.py).
 import argparse
 import os
 import platform
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from a2p_jax.data.hands import load_hand_models  # noqa: E402
-from a2p_jax.train import sharding, stage1  # noqa: E402
-from configs import a2p_interhand26m, synthetic_tiny  # noqa: E402
+from a2p_jax.configs import a2p_interhand26m, synthetic_tiny
+from a2p_jax.data.hands import load_hand_models
+from a2p_jax.runtime import sharding
+from a2p_jax.train import stage1
+from timing import median_s
+from train_batch import random_batch
 
 PRIOR_CHANNELS = 57  # the oracle teacher: 42 keypoint + 13 segmentation + 2 depth maps
-
-
-def random_batch(rng, b, hw, prior_channels):
-  h, w = hw
-  pose = rng.normal(0, 0.2, (b, 2, 48)).astype(np.float32)
-  return {
-      'image': rng.integers(0, 255, (b, h, w, 3), dtype=np.uint8),
-      'joints_2d': rng.uniform(0, h, (b, 42, 2)).astype(np.float32),
-      'joints_rel': rng.normal(0, 0.05, (b, 42, 3)).astype(np.float32),
-      'depth_rel': rng.normal(0, 0.05, (b, 42)).astype(np.float32),
-      'joint_valid': np.ones((b, 42), np.float32),
-      'hand_valid': np.ones((b, 2), np.float32),
-      'mano_pose': pose, 'mano_shape': rng.normal(0, 1, (b, 2, 10)).astype(np.float32),
-      'mano_trans': np.tile(np.array([0.0, 0.0, 0.6], np.float32), (b, 2, 1)),
-      'mano_valid': np.ones((b, 2), np.float32),
-      'rel_root': rng.normal(0, 0.05, (b, 3)).astype(np.float32),
-      'rel_root_valid': np.ones((b,), np.float32),
-      'affine': np.tile(np.array([[0.5, 0, 0], [0, 0.5, 0]], np.float32), (b, 1, 1)),
-      'focal': np.full((b, 2), 1000.0, np.float32),
-      'princpt': np.full((b, 2), 128.0, np.float32),
-      'priors': rng.normal(0, 1, (b, h // 32, w // 32, prior_channels)).astype(np.float32),
-  }
 
 
 def matmul_rate(n=2048, reps=5):
   a = jnp.ones((n, n), jnp.float32)
   f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    f(a).block_until_ready()
-    times.append(time.perf_counter() - t0)
-  return 2 * n ** 3 / float(np.median(times))
+  return 2 * n ** 3 / median_s(lambda: f(a), reps)
 
 
 def measure(name, config, batch_size, steps):
@@ -80,14 +52,15 @@ def measure(name, config, batch_size, steps):
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
-  times = []
-  for i in range(steps + 1):
-    t0 = time.perf_counter()
+  i = 0
+
+  def train_step():  # the state is donated: each step continues from the last
+    nonlocal state, i
     state, m = compiled(state, batch, mano, np.int32(i))
-    jax.block_until_ready(m['loss'])
-    if i:
-      times.append(time.perf_counter() - t0)
-  t = float(np.median(times))
+    i += 1
+    return m['loss']
+
+  t = median_s(train_step, steps)  # step 0 is the untimed warm-up
   return {'name': name, 'batch': batch_size, 'compile_s': t_compile, 'step_s': t,
           'examples_s': batch_size / t, 'gflop': flops / 1e9, 'gflops_s': flops / t / 1e9}
 
