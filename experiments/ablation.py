@@ -1,6 +1,6 @@
 """The paper's ablation, in structure, on the synthetic set at CPU size.
 
-    python benchmarks/ablation.py --out /tmp/a2p_ablation [--steps 600] [--frames 200]
+    python experiments/ablation.py --out /tmp/a2p_ablation [--steps 600] [--frames 200]
 
 Rows (fixed seed, same data, same schedule; configs/synthetic_tiny.py):
   baseline (no priors) -> + keypoint prior -> + segmentation -> + depth
@@ -16,12 +16,9 @@ table and writes OUT/ablation.json.
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 ROWS = (('baseline (no priors)', ''), ('+ keypoint', 'keypoint'),
         ('+ segmentation', 'keypoint,segmentation'),

@@ -1,9 +1,9 @@
 """Stage 2 on real stage-1 outputs, trained with and without stage-1 prediction pairs.
 
-    python benchmarks/stage2_on_predictions.py --ablation /tmp/abl/s0 \
+    python experiments/stage2_on_predictions.py --ablation /tmp/abl/s0 \
         --eval /tmp/abl/s0 /tmp/abl/s1 --out /tmp/s2pred
 
-Needs finished `benchmarks/ablation.py` runs (same synthetic set, any
+Needs finished `experiments/ablation.py` runs (same synthetic set, any
 seeds). Steps, each cached in OUT (rerunning resumes):
   1. pairs (ii): the penetrating predictions of the --ablation run's stage-1
      checkpoints (every row at each of --pair_steps: weaker models than the
@@ -24,12 +24,9 @@ run and writes OUT/results.json.
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 ROWS = ('none', 'keypoint', 'keypoint+segmentation', 'keypoint+segmentation+depth')
 FULL = 'stage1_keypoint+segmentation+depth'
