@@ -11,7 +11,16 @@ within themselves, so clearing at module boundaries isolates them.
 import jax
 import pytest
 
+from a2p_jax.data.hands import load_hand_models
+
 jax.config.update('jax_numpy_rank_promotion', 'raise')
+
+
+@pytest.fixture(scope='session')
+def models():
+  """(right, left): the procedural hand (not MANO). Read only; load_hand_models
+  caches its result, so tests shared one pair before this fixture existed too."""
+  return load_hand_models(None)
 
 
 @pytest.fixture(scope='module', autouse=True)

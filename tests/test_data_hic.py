@@ -11,7 +11,6 @@ from PIL import Image
 
 import mano_jax
 from a2p_jax.data import hic
-from a2p_jax.data.hands import load_hand_models
 from a2p_jax.data.interhand26m import AnnotationError
 
 # InterHand order per hand -> index into MANO's 16 joints + 5 tips, written out
@@ -40,11 +39,6 @@ def write_ply(path, verts, faces, fmt):
       fh.write(rec.tobytes())
       for f in faces:
         fh.write(np.uint8(3).tobytes() + np.asarray(f, end + 'i4').tobytes())
-
-
-@pytest.fixture(scope='module')
-def models():
-  return load_hand_models()
 
 
 def camera_mesh(model, rng, side):

@@ -13,16 +13,10 @@ import pytest
 
 import mano_jax
 from a2p_jax.data import interhand26m, jsonstream
-from a2p_jax.data.hands import load_hand_models
 from a2p_jax.data.interhand26m import AnnotationError, InterHand26M
 from tests import interhand_fixtures as fx
 
 SPLIT = 'test'
-
-
-@pytest.fixture(scope='module')
-def models():
-  return load_hand_models()
 
 
 @pytest.fixture(scope='module')

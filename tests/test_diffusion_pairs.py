@@ -5,14 +5,8 @@ import numpy as np
 import pytest
 
 import mano_jax
-from a2p_jax.data.hands import load_hand_models
 from a2p_jax.diffusion import pairs as pairs_lib
 from tests import diffusion_fixtures as fx
-
-
-@pytest.fixture(scope='module')
-def models():
-  return load_hand_models(None)
 
 
 @pytest.fixture(scope='module')

@@ -6,16 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from a2p_jax.data.hands import load_hand_models
 from a2p_jax.diffusion import state as state_lib
 from a2p_jax.models.denoiser import Denoiser, timestep_embedding
 from configs import diffusion_tiny
 from tests import diffusion_fixtures as fx
-
-
-@pytest.fixture(scope='module')
-def models():
-  return load_hand_models(None)
 
 
 def test_round_trip_params_state_params(models):
