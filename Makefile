@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(PY) -m a2p_jax.demo --out demo_out
 
-# MANO + geometry only (a few seconds).
+# MANO only: meshes, a picture, the forward timing (a few seconds).
 demo-mano: $(STAMP)
 	$(PY) -m mano_jax.demo --out demo_mano_out
 

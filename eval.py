@@ -2,7 +2,7 @@
 
 A trained checkpoint (data set, root and MANO folder default to its training
 config; the synthetic set it trained on is scored on its test split):
-    python eval.py --workdir /tmp/a2p_tiny --out /tmp/a2p_tiny/eval
+    python eval.py --workdir /tmp/a2p_tiny --out /tmp/a2p_tiny_eval
     python eval.py --workdir /ckpt/a2p --dataset interhand26m \
         --root /data/InterHand2.6M --split test --mano_dir /data/mano \
         --subset aid_human_annot_test.txt --out eval_ih26m
@@ -17,7 +17,7 @@ Writes report.json, report.md, per_sample.npz and figures/ to --out.
 
 from absl import app, flags
 
-flags.DEFINE_string('predictions', None, 'predictions file (.json or .npz; see README)')
+flags.DEFINE_string('predictions', None, 'predictions file (.json or .npz; see docs/manual.md)')
 flags.DEFINE_string('workdir', None, 'a training workdir: score its newest checkpoint')
 flags.DEFINE_integer('step', None, 'with --workdir: score this checkpoint step')
 flags.DEFINE_integer('limit', 0, 'score only the first N examples (0: all)')
@@ -29,6 +29,10 @@ flags.DEFINE_string('mano_dir', None, 'folder with MANO_RIGHT.pkl / MANO_LEFT.pk
 flags.DEFINE_string('subset', None, 'optional annotation-id list (InterWild format)')
 flags.DEFINE_string('out', 'eval_out', 'output folder')
 flags.DEFINE_bool('penetration', True, 'PenVol/PenDist/ProxRatio on interacting frames')
+flags.DEFINE_string('stage2', None, 'with --workdir: a stage-2 training workdir; its gated '
+                    'repair runs on the stage-1 outputs')
+flags.DEFINE_string('priors', None, 'with --workdir: a prior store of the split; the '
+                    'teacher\'s maps replace the FAE (the distillation gap)')
 FLAGS = flags.FLAGS
 
 
@@ -38,6 +42,8 @@ def main(argv):
   from a2p_jax.eval import run
   if bool(FLAGS.predictions) == bool(FLAGS.workdir):
     raise app.UsageError('give exactly one of --predictions FILE or --workdir DIR')
+  if FLAGS.predictions and (FLAGS.stage2 or FLAGS.priors):
+    raise app.UsageError('--stage2 and --priors need --workdir (a stage-1 checkpoint)')
   if FLAGS.predictions:
     run.evaluate_predictions(FLAGS.predictions, FLAGS.dataset or 'synthetic', FLAGS.root,
                              FLAGS.split, FLAGS.out, mano_dir=FLAGS.mano_dir,
@@ -46,7 +52,8 @@ def main(argv):
     run.evaluate_checkpoint(FLAGS.workdir, FLAGS.out, dataset_name=FLAGS.dataset,
                             root=FLAGS.root, split=FLAGS.split, mano_dir=FLAGS.mano_dir,
                             subset=FLAGS.subset, step=FLAGS.step,
-                            penetration=FLAGS.penetration, limit=FLAGS.limit)
+                            penetration=FLAGS.penetration, limit=FLAGS.limit,
+                            stage2=FLAGS.stage2, priors=FLAGS.priors)
 
 
 if __name__ == '__main__':

@@ -1,14 +1,14 @@
 """Trains A2P.
 
-    python train.py --config configs/synthetic_tiny.py --workdir /tmp/a2p_tiny
-    python train.py --config configs/a2p_interhand26m.py --workdir DIR \
+    python train.py --config a2p_jax/configs/synthetic_tiny.py --workdir /tmp/a2p_tiny
+    python train.py --config a2p_jax/configs/a2p_interhand26m.py --workdir DIR \
         --config.data.root=/data/InterHand2.6M --config.batch_size=96
 
 Resumes from the newest complete checkpoint in --workdir. Multi-host (TPU pod
 slices, multi-node GPU): run the same command on every host with
 --distributed, which calls jax.distributed.initialize() first (the cluster
 is detected on Cloud TPU, SLURM, Open MPI and Kubernetes; elsewhere add
---coordinator=HOST:PORT --num_processes=N --process_id=I). See the README.
+--coordinator=HOST:PORT --num_processes=N --process_id=I). See docs/manual.md.
 """
 
 import re
@@ -55,7 +55,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if FLAGS.distributed:
-    from a2p_jax.train.sharding import initialize_distributed
+    from a2p_jax.runtime.sharding import initialize_distributed
     initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   if FLAGS.config.get('stage', 'stage1') == 'stage2':
     from a2p_jax.train.stage2 import train_and_evaluate

@@ -5,9 +5,9 @@ CPU, about 15 minutes (stage 2 at half the tiny config's steps and pairs).
 
 1. generates a small synthetic two-hand set (procedural hand, NOT MANO) in
    InterHand2.6M's layout, and the oracle teacher's priors for it;
-2. trains stage 1 (configs/synthetic_tiny.py) with the priors distilled
+2. trains stage 1 (a2p_jax/configs/synthetic_tiny.py) with the priors distilled
    into the FAE;
-3. trains the stage-2 diffusion model (configs/diffusion_tiny.py) on
+3. trains the stage-2 diffusion model (a2p_jax/configs/diffusion_tiny.py) on
    ground-truth pairs perturbed until the hands interpenetrate;
 4. scores the test split with stage 1 alone and with stage 2's gated
    repair, under both protocols, and writes the reports with pictures.
@@ -19,6 +19,12 @@ import argparse
 import json
 import os
 import time
+
+import jax
+
+from a2p_jax.configs import diffusion_tiny, synthetic_tiny
+from a2p_jax.eval import run as eval_run
+from a2p_jax.train import stage1, stage2
 
 
 def _headline(rows) -> str:
@@ -41,19 +47,13 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   ap.add_argument('--out', default='demo_out')
   ap.add_argument('--stage1_steps', type=int, default=None,
-                  help='stage-1 steps (default: configs/synthetic_tiny.py)')
+                  help='stage-1 steps (default: a2p_jax/configs/synthetic_tiny.py)')
   ap.add_argument('--stage2_steps', type=int, default=1500,
-                  help='stage-2 steps (configs/diffusion_tiny.py trains 3000)')
+                  help='stage-2 steps (a2p_jax/configs/diffusion_tiny.py trains 3000)')
   ap.add_argument('--stage2_pairs', type=int, default=1000,
-                  help='perturbed ground-truth pairs (configs/diffusion_tiny.py: 2000)')
+                  help='perturbed ground-truth pairs (a2p_jax/configs/diffusion_tiny.py: 2000)')
   args = ap.parse_args(argv)
   t_start = time.time()
-  import jax
-
-  from a2p_jax.eval import run as eval_run
-  from a2p_jax.train import stage1, stage2
-  from configs import diffusion_tiny, synthetic_tiny
-
   out = os.path.abspath(args.out)
   os.makedirs(out, exist_ok=True)
   print(f'a2p-jax demo on {jax.default_backend()} ({jax.device_count()} device(s)); '

@@ -31,6 +31,14 @@ import time
 from typing import List, Optional, Sequence
 
 import numpy as np
+from PIL import Image
+
+import mano_jax
+from a2p_jax.inference import draw
+from a2p_jax.inference.restore import check_outside_runs
+from a2p_jax.inference.stage1 import augment_config, crop_inputs, load_stage1
+from a2p_jax.inference.stage2 import apply_stage2, load_repair
+from a2p_jax.runtime.checkpoint import CheckpointError
 
 SIDES = ('right', 'left')
 
@@ -82,7 +90,6 @@ def _check_camera(focal, princpt):
 
 
 def load_image(path: str) -> np.ndarray:
-  from PIL import Image
   if not os.path.isfile(path):
     raise InferenceError(f'{path}: no such image file')
   try:
@@ -92,28 +99,8 @@ def load_image(path: str) -> np.ndarray:
     raise InferenceError(f'{path}: cannot read the image ({type(e).__name__}: {e})') from None
 
 
-def crop_inputs(image: np.ndarray, boxes: Optional[np.ndarray], input_hw, *,
-                focal=None, princpt=None, extend: float = 1.3) -> dict:
-  """The model's inputs for one image: crop (uint8), affine, focal, princpt."""
-  from a2p_jax.data import augment
-  h, w = image.shape[:2]
-  if boxes is None:
-    centre, side = np.array([(w - 1) / 2, (h - 1) / 2]), float(max(h, w))
-  else:
-    lo = boxes[:, :2].min(0)
-    hi = (boxes[:, :2] + boxes[:, 2:]).max(0)
-    centre, side = (lo + hi) / 2, float((hi - lo).max() * extend)
-  focal = np.array([max(h, w)] * 2, np.float64) if focal is None else focal
-  princpt = np.array([(w - 1) / 2, (h - 1) / 2]) if princpt is None else princpt
-  affine = augment.crop_affine(centre, side, input_hw)
-  return {'image': augment.warp_image(image, affine, input_hw),
-          'affine': affine.astype(np.float32), 'focal': focal.astype(np.float32),
-          'princpt': princpt.astype(np.float32)}
-
-
 def hands_json(pred: dict, i: int, models) -> dict:
   """MANO parameters of sample i of a stage-1 prediction, camera space."""
-  import mano_jax
   out = {}
   for k, side in enumerate(SIDES):
     rot = mano_jax.rot6d_to_matrix(pred['pose_6d'][i, k])
@@ -138,13 +125,12 @@ def run(images: Sequence[str], checkpoint: str, out_dir: str, *,
                          f'(one "x,y,w,h;x,y,w,h" per image, or none)')
   parsed = [parse_boxes(b, f'--boxes #{i + 1}') for i, b in enumerate(boxes)] if boxes else None
   focal, princpt = _check_camera(focal, princpt)
+  check_outside_runs(out_dir, checkpoint, stage2)
   pixels = [load_image(p) for p in images]  # all readable before any work
-  from a2p_jax.eval.run import load_stage1
-  from a2p_jax.train import input as input_lib
   t0 = time.perf_counter()
   config, predict, step, models = load_stage1(checkpoint, mano_dir=mano_dir)
   t_load = time.perf_counter() - t0
-  hw = input_lib.augment_config(config).input_hw
+  hw = augment_config(config).input_hw
   items = [crop_inputs(img, parsed[i] if parsed else None, hw, focal=focal, princpt=princpt)
            for i, img in enumerate(pixels)]
   batch = {k: np.stack([it[k] for it in items]) for k in items[0]}
@@ -154,9 +140,7 @@ def run(images: Sequence[str], checkpoint: str, out_dir: str, *,
   t_stage1 = (time.perf_counter() - t0) / len(images)
   t_stage2, repaired = 0.0, np.zeros(len(images), bool)
   if stage2:
-    from a2p_jax.diffusion import repair as repair_lib
-    from a2p_jax.eval.run import apply_stage2
-    fix, _ = repair_lib.load(stage2, mano_dir=mano_dir)
+    fix, _ = load_repair(stage2, mano_dir=mano_dir)
     img_boxes = None
     if parsed is not None:  # user boxes (x, y, w, h) -> (x_min, y_min, x_max, y_max)
       img_boxes = np.stack([np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], -1) for b in parsed])
@@ -165,8 +149,6 @@ def run(images: Sequence[str], checkpoint: str, out_dir: str, *,
     pred, repaired = apply_stage2(pred, fix, models, batch, img_boxes)
     t_stage2 = (time.perf_counter() - t0) / len(images)
   records = []
-  from a2p_jax.eval import report
-  import mano_jax
   names = [os.path.splitext(os.path.basename(p))[0] for p in images]
   if len(set(names)) < len(names):  # e.g. several cam*/image0.jpg: number them
     names = [f'{i:03d}_{n}' for i, n in enumerate(names)]
@@ -182,8 +164,8 @@ def run(images: Sequence[str], checkpoint: str, out_dir: str, *,
       json.dump(rec, f, indent=1)
     for k, side in enumerate(SIDES):
       mano_jax.export_mesh(os.path.join(d, f'{side}.obj'), pred['verts'][i, k], models[k].faces)
-    report.overlay({'image': pixels[i], 'camera': rec['camera']}, pred['verts'][i],
-                   os.path.join(d, 'overlay.png'), f'{name} (red: right, blue: left)')
+    draw.save_overlay(pixels[i], pred['verts'][i], batch['focal'][i], batch['princpt'][i],
+                      os.path.join(d, 'overlay.png'), f'{name} (red: right, blue: left)')
     records.append(rec)
   print(f'checkpoint {checkpoint} step {step} (load {t_load:.1f} s); '
         f'latency per image: stage 1 {1000 * t_stage1:.1f} ms'
@@ -204,11 +186,10 @@ def main(argv=None):
   p.add_argument('--focal', help='fx,fy in pixels')
   p.add_argument('--princpt', help='cx,cy in pixels')
   a = p.parse_args(argv)
-  from a2p_jax.train.checkpoint import CheckpointError
   try:
     run(a.images, a.checkpoint, a.out, boxes=a.boxes, stage2=a.stage2, mano_dir=a.mano_dir,
         focal=_pair(a.focal, 'focal'), princpt=_pair(a.princpt, 'princpt'))
-  except (InferenceError, CheckpointError, FileNotFoundError) as e:
+  except (InferenceError, CheckpointError, FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   return 0

@@ -152,7 +152,7 @@ def main():
   no_guid.sampling.guidance_scale = 0.0
   no_guid.sampling.final_steps = 0
   variants.append(('stage 2: diffusion, no guidance', no_guid, model_state))
-  untrained = nnx.split(Denoiser(config.model, rngs=nnx.Rngs(0)))[1]
+  untrained = nnx.split(Denoiser(config.model, state_lib.TOKENS, rngs=nnx.Rngs(0)))[1]
   variants.append(('guidance only (untrained denoiser = X_c)', config, untrained))
   for keep in args.keep_variants:
     kc = config.copy_and_resolve_references()

@@ -54,7 +54,7 @@ def main(argv=None):
   cfg = diffusion_tiny.get_config()
   fr = np.asarray(models[0].faces, np.int32)
   fl = np.asarray(models[1].faces, np.int32)
-  graphdef, mstate = nnx.split(Denoiser(cfg.model, rngs=nnx.Rngs(0)))
+  graphdef, mstate = nnx.split(Denoiser(cfg.model, state_lib.TOKENS, rngs=nnx.Rngs(0)))
 
   def argmin_two(a, b):
     n = lambda p, q: jnp.argmin(coll._sq_dists(p, q), 1)  # noqa: E731

@@ -100,17 +100,6 @@ def main(argv=None):
   print(f'forward (both hands, {n} pairs, float32, {jax.default_backend()}): '
         f'compile {t_compile:.2f} s, run {t_run * 1e3:.3f} ms (median of 20)')
   print(f'wrote {len(written)} meshes to {args.out}/ and the picture {png}')
-  try:  # The two-hand metrics live in a2p_jax; mano_jax itself does not need it.
-    from a2p_jax import geometry
-  except ImportError:
-    return 0
-  vol = geometry.penetration_volume(out_r.vertices, models['right'].faces,
-                                    out_l.vertices, models['left'].faces)
-  depth = geometry.penetration_depth(out_r.vertices, models['right'].faces,
-                                     out_l.vertices, models['left'].faces)
-  for i in range(n):
-    print(f'  pair {i}: penetration volume {float(vol[i]) * 1e6:.3f} cm^3, '
-          f'depth {float(depth[i]) * 1e2:.3f} cm')
   return 0
 
 

@@ -4,6 +4,7 @@ import os
 
 import jax.numpy as jnp
 import numpy as np
+import trimesh
 
 
 def vertex_normals(vertices, faces):
@@ -34,7 +35,6 @@ def export_mesh(path, vertices, faces, *, vertex_colors=None):
 
   vertices (V, 3) m, faces (F, 3); vertex_colors (V, 3|4) uint8, PLY only.
   """
-  import trimesh  # Only needed here; keeps `import mano_jax` light.
   vertices = np.asarray(vertices, np.float64)
   faces = np.asarray(faces)
   if vertices.ndim != 2 or vertices.shape[1] != 3:

@@ -28,8 +28,13 @@ import os
 import time
 
 import numpy as np
+import scipy.sparse as sp
+import trimesh
+from scipy.optimize import nnls
+from scipy.spatial.transform import Rotation
 
 from mano_jax.io import ASSET_DIR
+from mano_jax.mesh import vertex_normals
 DEFAULT_SEED = 0
 NAME = 'procedural hand (NOT MANO), mano_jax.procedural'
 
@@ -430,7 +435,6 @@ def initial_vertices(topo: Topology, chains, p: HandParams):
 
 
 def _neighbors(faces, nv):
-  import scipy.sparse as sp
   i = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2],
                       faces[:, 1], faces[:, 2], faces[:, 0]])
   j = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0],
@@ -506,7 +510,6 @@ def _smoothstep(t):
 
 def joint_regressor(v, joints, topo: Topology, k=60):
   """Non-negative weights over nearby vertices reproducing each joint."""
-  from scipy.optimize import nnls
   nv = len(v)
   reg = np.zeros((16, nv))
   part_of_joint = {0: 'palm'}
@@ -573,7 +576,6 @@ def pose_correctives(v, faces, topo: Topology, chains):
   twists and spreads. Dorsal skin near the joint moves out, palmar skin in,
   in proportion to phi (a few mm at 90 degrees), which is linear in R - I.
   """
-  from mano_jax.mesh import vertex_normals
   normals = np.asarray(vertex_normals(v, faces))
   nv = len(v)
   posedirs = np.zeros((nv, 3, 135))
@@ -605,7 +607,6 @@ def _aa(axis, angle):
 
 def _compose_aa(aa1, aa2):
   """Rotation vectors of R(aa1) @ R(aa2) (numpy, via scipy)."""
-  from scipy.spatial.transform import Rotation
   return (Rotation.from_rotvec(aa1) * Rotation.from_rotvec(aa2)).as_rotvec()
 
 
@@ -665,7 +666,6 @@ def _signed_volume(v, faces):
 
 def _orient_outward(v, faces, boundary):
   """Consistent winding with outward normals (signed volume of the sealed mesh)."""
-  import trimesh
   mesh = trimesh.Trimesh(v, faces, process=False)
   trimesh.repair.fix_winding(mesh)
   faces = np.asarray(mesh.faces)

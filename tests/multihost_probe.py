@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def config_for(spec):
-  from configs import synthetic_tiny
+  from a2p_jax.configs import synthetic_tiny
   c = synthetic_tiny.get_config('test')
   c.data.root = spec['root']
   c.data.priors = spec['priors']
@@ -64,7 +64,7 @@ def zip_process_streams(num_processes: int):
 
 def dump(state, path):
   """This process's copy of every leaf (the state is replicated: fsdp=1)."""
-  from a2p_jax.train import checkpoint as ckpt_lib
+  from a2p_jax.runtime import checkpoint as ckpt_lib
   flat = ckpt_lib.flatten(state)
   np.savez(path, **{k: np.asarray(v.addressable_data(0)) if hasattr(v, 'addressable_data')
                     else np.asarray(v) for k, v in flat.items()})
@@ -75,7 +75,7 @@ def main(mode, spec_path, process_id=None):
     spec = json.load(f)
   out = spec['out']
   if mode == 'worker':
-    from a2p_jax.train.sharding import initialize_distributed  # what train.py --distributed calls
+    from a2p_jax.runtime.sharding import initialize_distributed  # what train.py --distributed calls
     initialize_distributed(spec['coordinator'], int(spec['num_processes']), int(process_id))
     out = f'{out}_{process_id}'
   elif mode == 'reference':

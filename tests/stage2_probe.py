@@ -1,5 +1,5 @@
 """Stage-2 training on 8 (fake) devices: runs train_and_evaluate of
-configs/diffusion_tiny.py:test for STEPS steps on the pairs file under each
+a2p_jax/configs/diffusion_tiny.py:test for STEPS steps on the pairs file under each
 of two layouts, 8-way data parallel and data x FSDP (2 x 4), and prints one
 JSON list: per layout the last loss, the train-step trace count and
 checksums of the trained parameters.

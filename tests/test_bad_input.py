@@ -40,7 +40,7 @@ tested elsewhere are listed here, not repeated.
 | eval.py --predictions | bad file | non-zero exit naming the entry; --out untouched | here |
 | infer | corrupt image, bad boxes | InferenceError naming the file/flag | test_train_stage1::test_infer_writes_hands_meshes_and_overlays |
 | infer | empty/truncated image, missing checkpoint, non-positive focal | InferenceError / CheckpointError; --out untouched | here |
-| python -m a2p_jax.diffusion.pairs | no --num for perturbed pairs, --stage1_step without --stage1_workdir | usage error naming the flag, nothing written | here |
+| python -m a2p_jax.build_pairs | no --num for perturbed pairs, --stage1_step without --stage1_workdir | usage error naming the flag, nothing written | here |
 """
 
 import json
@@ -66,7 +66,7 @@ from a2p_jax.eval import run as eval_run
 from a2p_jax.eval.predictions import Predictions, PredictionsError
 from a2p_jax.teacher import precompute as pre
 from a2p_jax.teacher import store as store_lib
-from a2p_jax.train import checkpoint as ckpt_lib
+from a2p_jax.runtime import checkpoint as ckpt_lib
 from tests import interhand_fixtures as fx
 from tests.test_teacher_store import _FakeTeacher
 
@@ -422,7 +422,7 @@ def _train_py(args, **env):
 
 def test_train_config_typo_and_wrong_type_are_refused(tmp_path):
   wd = tmp_path / 'wd'
-  base = ['--config=configs/synthetic_tiny.py:test', f'--workdir={wd}']
+  base = ['--config=a2p_jax/configs/synthetic_tiny.py:test', f'--workdir={wd}']
   run = _train_py(base + ['--config.data.rooot=/data'])
   assert run.returncode == 2 and 'Traceback' not in run.stderr, run.stderr[-2000:]
   assert ('--config.data.rooot' in run.stderr and "no field 'rooot'" in run.stderr
@@ -441,14 +441,14 @@ def test_train_batch_not_dividing_devices_leaves_checkpoints_intact(tmp_path):
     os.makedirs(os.path.dirname(wd / rel), exist_ok=True)
     (wd / rel).write_bytes(data)
   before = snapshot(wd)
-  run = _train_py(['--config=configs/synthetic_tiny.py:test', f'--workdir={wd}',
+  run = _train_py(['--config=a2p_jax/configs/synthetic_tiny.py:test', f'--workdir={wd}',
                    '--config.batch_size=12'],
                   XLA_FLAGS='--xla_force_host_platform_device_count=8')
   assert run.returncode != 0
   assert 'config.batch_size=12 must be a multiple of the device count 8' in run.stderr, \
       run.stderr[-2000:]
   assert snapshot(wd) == before  # the batch size is checked before anything is written
-  run = _train_py(['--config=configs/synthetic_tiny.py:test', f'--workdir={wd}',
+  run = _train_py(['--config=a2p_jax/configs/synthetic_tiny.py:test', f'--workdir={wd}',
                    '--config.batch_size=0'])
   assert run.returncode != 0
   assert 'config.batch_size=0 must be a positive integer' in run.stderr, run.stderr[-2000:]
@@ -657,10 +657,10 @@ def test_infer_bad_camera_is_named(kw, match, tmp_path):
     ([], '--num is required'),
     (['--num', '4', '--stage1_step', '200'], '--stage1_step needs --stage1_workdir')])
 def test_pairs_cli_flags(tmp_path, capsys, args, message):
-  from a2p_jax.diffusion import pairs as pairs_lib
+  from a2p_jax import build_pairs
   out = tmp_path / 'pairs.npz'
   with pytest.raises(SystemExit) as e:
-    pairs_lib.main(['--root', str(tmp_path / 'nowhere'), '--out', str(out)] + args)
+    build_pairs.main(['--root', str(tmp_path / 'nowhere'), '--out', str(out)] + args)
   assert e.value.code == 2 and message in capsys.readouterr().err
   assert not out.exists()
 
@@ -669,7 +669,7 @@ def test_pairs_cli_flags(tmp_path, capsys, args, message):
                                   'a2p_diffusion'])
 def test_config_typo_from_python_is_an_error(name):
   import importlib
-  c = importlib.import_module(f'configs.{name}').get_config()
+  c = importlib.import_module(f'a2p_jax.configs.{name}').get_config()
   c.data.root = '/data'  # existing fields stay settable
   with pytest.raises(AttributeError, match='prior_group|does not exist'):
     c.data.prior_group = 'keypoint'

@@ -12,7 +12,7 @@ from a2p_jax.data.hands import load_hand_models
 from a2p_jax.diffusion import repair as repair_lib
 from a2p_jax.diffusion import state as state_lib
 from a2p_jax.models.denoiser import Denoiser
-from configs import diffusion_tiny
+from a2p_jax.configs import diffusion_tiny
 from tests import diffusion_fixtures as fx
 
 N = 4
@@ -32,7 +32,7 @@ def setup():
   cfg.sampling.final_steps = 6
   cfg.gate.chunk = 3  # 4 gated pairs: two chunks, the second part-filled
   cfg.sampling.final_scale = 0.05
-  graphdef, st = nnx.split(Denoiser(cfg.model, rngs=nnx.Rngs(0)))
+  graphdef, st = nnx.split(Denoiser(cfg.model, state_lib.TOKENS, rngs=nnx.Rngs(0)))
   x = np.asarray(state_lib.to_state(g))
   stats = state_lib.compute_stats(np.concatenate([x, np.asarray(state_lib.to_state(c))]))
   repair = repair_lib.make_repair(graphdef, st, stats, models, cfg)

@@ -8,7 +8,7 @@ from flax import nnx
 
 from a2p_jax.diffusion import state as state_lib
 from a2p_jax.models.denoiser import Denoiser, timestep_embedding
-from configs import diffusion_tiny
+from a2p_jax.configs import diffusion_tiny
 from tests import diffusion_fixtures as fx
 
 
@@ -56,7 +56,7 @@ def test_stats_and_normalization():
 
 def test_denoiser_shapes_and_identity_at_init():
   cfg = diffusion_tiny.get_config('test')
-  model = Denoiser(cfg.model, rngs=nnx.Rngs(0))
+  model = Denoiser(cfg.model, state_lib.TOKENS, rngs=nnx.Rngs(0))
   rng = np.random.default_rng(4)
   x_t = jnp.asarray(rng.normal(size=(3, state_lib.DIM)), jnp.float32)
   x_c = jnp.asarray(rng.normal(size=(3, state_lib.DIM)), jnp.float32)

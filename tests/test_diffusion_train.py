@@ -8,8 +8,9 @@ import pytest
 
 from a2p_jax.data.hands import load_hand_models
 from a2p_jax.diffusion import pairs as pairs_lib
+from a2p_jax.inference.stage2 import load_repair, restore
 from a2p_jax.train import stage2
-from configs import diffusion_tiny
+from a2p_jax.configs import diffusion_tiny
 from tests import diffusion_fixtures as fx
 
 
@@ -45,7 +46,8 @@ def test_train_loss_falls_restores_and_resumes(tmp_path, pairs_file):
   assert out['step'] == 40 and out['train_step_traces'] == 1
   assert losses[-1] < 0.7 * losses[0], losses
 
-  graphdef, model_state, stats, config = stage2.restore(workdir)
+  graphdef, model_state, stats, config, step = restore(workdir)
+  assert step == 40
   assert config.stage == 'stage2' and config.model.latent_dim == 32
   x0, _, _ = stage2.load_pairs(_config(pairs_file, 40), workdir)
   np.testing.assert_allclose(stats['mean'], x0.mean(0), rtol=1e-4, atol=1e-5)
@@ -59,7 +61,7 @@ def test_train_loss_falls_restores_and_resumes(tmp_path, pairs_file):
   resumed = stage2.train_and_evaluate(_config(pairs_file, 50), workdir)
   assert resumed['step'] == 50 and resumed['history'][0]['step'] == 50
 
-  repair, _ = stage2.load_repair(workdir)
+  repair, _ = load_repair(workdir)
   params = {k: np.asarray(v[:2]) for k, v in pairs_lib.load(pairs_file)[1].items()}
   got, info = repair(params, fx.boxes_overlapping(2), jax.random.key(0))
   assert got['pose_6d'].shape == (2, 2, 16, 6)

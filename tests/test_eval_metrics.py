@@ -145,7 +145,7 @@ def test_apply_stage2_moves_rel_root_by_the_repair():
   left-minus-right root (not the root_cam difference, another estimator);
   ungated frames come back exactly; meshes follow the repaired parameters."""
   from a2p_jax.data.hands import load_hand_models
-  from a2p_jax.eval.run import apply_stage2
+  from a2p_jax.inference.stage2 import apply_stage2
   models = load_hand_models()
   rng = np.random.default_rng(0)
   eye6 = np.array([1.0, 0, 0, 0, 1.0, 0])

@@ -11,6 +11,7 @@ import mano_jax
 from a2p_jax.data import pipeline
 from a2p_jax.data.hands import load_hand_models
 from a2p_jax.models import losses
+from a2p_jax.models.stage1 import normalize_images
 
 W_IMG, H_IMG = 334, 512
 WEIGHTS = dict.fromkeys(losses.LOSS_TERMS, 1.0)
@@ -47,7 +48,7 @@ def data():
          for s, ex in zip((1, 2, 3, 4), src)]
   assert {int(e['flipped']) for e in exs} == {0, 1}
   batch = {k: np.stack([e[k] for e in exs]) for k in exs[0]}
-  batch['image'] = pipeline.normalize_image(batch['image'])
+  batch['image'] = np.asarray(normalize_images(batch['image']))
   # One compiled loss + gradient for every test here (compiling is the slow part).
   vg = jax.jit(jax.value_and_grad(
       lambda out, batch, mano: losses.stage1_loss(out, batch, mano, WEIGHTS), has_aux=True))

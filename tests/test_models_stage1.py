@@ -24,8 +24,8 @@ def tiny_config(**kw):
 
 
 def paper_config():
-  """The model of configs/a2p_interhand26m.py (the paper's settings)."""
-  from configs import a2p_interhand26m
+  """The model of a2p_jax/configs/a2p_interhand26m.py (the paper's settings)."""
+  from a2p_jax.configs import a2p_interhand26m
   return a2p_interhand26m.get_config().model
 
 

@@ -23,7 +23,7 @@ import time
 import numpy as np
 import pytest
 
-from a2p_jax.train import checkpoint as ckpt_lib
+from a2p_jax.runtime import checkpoint as ckpt_lib
 from tests import tiny_training as tt
 
 STEPS = 6  # checkpoints every 2 steps, plus the SIGTERM one
@@ -143,7 +143,7 @@ def test_two_processes_match_one(devices_per_process, tmp_path_factory, tmp_path
   assert not tmp and top[-1] == str(STEPS) and str(stopped[0]) in top, (top, tmp)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints', str(STEPS), 'data'))) == [
       'commit_success.txt', 'process_0-of-2.json', 'process_1-of-2.json']
-  from a2p_jax.train import sharding as shard_lib
+  from a2p_jax.runtime import sharding as shard_lib
   from a2p_jax.train import stage1
   channels = ckpt_lib.read_meta(workdir)[1]['prior_channels']
   _, like, _, _ = stage1.create_train_state(tt.config(data), channels, 1, shard_lib.make_mesh(1))

@@ -34,7 +34,7 @@ import threading
 
 import pytest
 
-from a2p_jax.train import checkpoint as ckpt_lib
+from a2p_jax.runtime import checkpoint as ckpt_lib
 from a2p_jax.train import stage1
 from tests import tiny_training as tt
 
@@ -67,7 +67,7 @@ def reference(data, cache_dir, tmp_path_factory):
 
 def _train_py(data, workdir, cache_dir, **overrides):
   return ([sys.executable, os.path.join(tt.REPO, 'train.py'),
-           '--config', os.path.join(tt.REPO, 'configs', 'synthetic_tiny.py') + ':test',
+           '--config', os.path.join(tt.REPO, 'a2p_jax', 'configs', 'synthetic_tiny.py') + ':test',
            '--workdir', str(workdir)] +
           tt.overrides_as_flags(data, num_train_steps=STEPS, log_every=1, **overrides))
 

@@ -108,9 +108,10 @@ def _cfg(**kw):
   return pipeline.AugmentConfig(**base)
 
 
-def _batches(syn, cfg, n, **kw):
+def _batches(syn, cfg, n, prior_groups=None):
   ds = pipeline.make_dataset(syn['src'], cfg=cfg, models=load_hand_models(), batch_size=1,
-                             seed=3, training=True, priors=syn['store'], **kw)
+                             seed=3, training=True,
+                             join=teacher_lib.join_priors(syn['store'], prior_groups))
   it = iter(ds)
   return [next(it) for _ in range(n)]
 
@@ -155,7 +156,7 @@ def test_join_prior_groups_select_channels_and_pickle(syn):
     assert b['priors'].shape[-1] == 44 == teacher_lib.prior_channels(syn['store'],
                                                                      'keypoint,depth')
     np.testing.assert_array_equal(b['priors'], a['priors'][..., list(range(42)) + [55, 56]])
-  join = pipeline._JoinPriors(syn['store'], np.arange(57, dtype=np.int32))
+  join = teacher_lib.JoinPriors(syn['store'], np.arange(57, dtype=np.int32))
   again = pickle.loads(pickle.dumps(join))
   ex = syn['src'][0]
   np.testing.assert_array_equal(again(ex)['priors'], join(ex)['priors'])

@@ -12,7 +12,7 @@ from jax.sharding import PartitionSpec as P
 
 from a2p_jax.train import stage1
 from benchmarks import tpu_compile
-from configs import a2p_interhand26m, synthetic_tiny
+from a2p_jax.configs import a2p_interhand26m, synthetic_tiny
 
 HAS_LIBTPU = tpu_compile.libtpu_available()
 

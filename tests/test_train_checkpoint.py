@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from a2p_jax.train import checkpoint as ckpt
+from a2p_jax.runtime import checkpoint as ckpt
 
 
 def _state(seed):
@@ -128,7 +128,7 @@ def test_a_step_another_process_cannot_read_is_skipped_by_all(tmp_path, monkeypa
 _AGREE = """
 import sys, jax
 jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
-from a2p_jax.train.sharding import all_processes
+from a2p_jax.runtime.sharding import all_processes
 pid = jax.process_index()
 print([all_processes('t', True), all_processes('t', pid == 0), all_processes('t', pid == 1),
        all_processes('u', True)], flush=True)

@@ -12,7 +12,9 @@ import jax
 import numpy as np
 import pytest
 
-from a2p_jax.train import checkpoint as ckpt_lib
+from a2p_jax.inference.stage1 import load_stage1
+from a2p_jax.runtime import checkpoint as ckpt_lib
+from a2p_jax.train import loop as loop_lib
 from a2p_jax.train import stage1
 from tests import tiny_training
 
@@ -97,7 +99,7 @@ def test_eval_scores_the_checkpoint(trained, data, tmp_path):
   with pytest.raises(ckpt_lib.CheckpointError, match='40'):
     run.evaluate_checkpoint(str(broken), str(tmp_path / 'eval2'), root=data['root'], limit=2)
   with pytest.raises(ckpt_lib.CheckpointError, match='no checkpoint'):
-    run.load_stage1(str(tmp_path / 'nothing'))
+    load_stage1(str(tmp_path / 'nothing'))
 
 
 def test_infer_writes_hands_meshes_and_overlays(trained, data, tmp_path):
@@ -129,6 +131,59 @@ def test_infer_writes_hands_meshes_and_overlays(trained, data, tmp_path):
     infer.run(images[:1], workdir, str(tmp_path / 'out2'), boxes=['1,2,3'])
 
 
+def test_eval_and_infer_never_change_a_workdir(trained, data, tmp_path):
+  """Evaluation and inference only read training runs, stage 1 and stage 2:
+  a save in progress (orbax temporary folder) survives them, and an
+  unreadable newest checkpoint is a clear error that moves nothing aside;
+  every file of both workdirs stays byte-identical."""
+  import glob
+  import shutil
+
+  from a2p_jax import infer
+  from a2p_jax.eval import run
+  from a2p_jax.train import stage2
+  from a2p_jax.configs import diffusion_tiny
+  from tests import diffusion_fixtures as fx
+  from a2p_jax.data.hands import load_hand_models
+  from a2p_jax.diffusion import pairs as pairs_lib
+  w1 = str(tmp_path / 'stage1')
+  shutil.copytree(trained[0], w1)
+  rng = np.random.default_rng(0)
+  gt = fx.placed(fx.random_params(rng, 16), load_hand_models(), rng, np.full(16, 0.25))
+  pairs_lib.save(str(tmp_path / 'pairs.npz'), gt, gt)
+  c2 = diffusion_tiny.get_config('test')
+  c2.data.pairs_file, c2.num_train_steps, c2.checkpoint_every = str(tmp_path / 'pairs.npz'), 2, 1
+  w2 = str(tmp_path / 'stage2')
+  stage2.train_and_evaluate(c2, w2)
+  for w in (w1, w2):  # another process saving right now
+    os.makedirs(os.path.join(w, 'checkpoints', '99.orbax-checkpoint-tmp-7', 'state'))
+  images = sorted(glob.glob(os.path.join(data['root'], 'images', 'test', '*', '*', '*',
+                                         '*.jpg')))[:1]
+
+  before = {w: tiny_training.tree_digest(w) for w in (w1, w2)}
+  with pytest.raises(ValueError, match='inside the training run'):
+    run.evaluate_checkpoint(w1, os.path.join(w1, 'eval'), root=data['root'], limit=2)
+  with pytest.raises(ValueError, match='inside the training run'):
+    infer.run(images, w1, os.path.join(w2, 'infer'), stage2=w2)
+  run.evaluate_checkpoint(w1, str(tmp_path / 'eval'), root=data['root'], limit=2, chunk=2)
+  infer.run(images, w1, str(tmp_path / 'infer'), stage2=w2)
+  assert {w: tiny_training.tree_digest(w) for w in (w1, w2)} == before
+
+  tiny_training.break_checkpoint(w2, 2, 3)
+  before = {w: tiny_training.tree_digest(w) for w in (w1, w2)}
+  with pytest.raises(ckpt_lib.CheckpointError, match=os.path.join('checkpoints', '3')):
+    infer.run(images, w1, str(tmp_path / 'infer2'), stage2=w2)
+  with pytest.raises(ckpt_lib.CheckpointError, match=os.path.join('checkpoints', '3')):
+    run.evaluate_checkpoint(w1, str(tmp_path / 'eval2'), root=data['root'], limit=2, stage2=w2)
+  tiny_training.break_checkpoint(w1, 40, 41)
+  before_w1 = tiny_training.tree_digest(w1)
+  with pytest.raises(ckpt_lib.CheckpointError, match=os.path.join('checkpoints', '41')):
+    run.evaluate_checkpoint(w1, str(tmp_path / 'eval3'), root=data['root'], limit=2)
+  assert infer.main(images + ['--checkpoint', w1, '--out', str(tmp_path / 'infer3')]) == 2
+  assert tiny_training.tree_digest(w2) == before[w2]
+  assert tiny_training.tree_digest(w1) == before_w1
+
+
 def test_resume_equals_uninterrupted(data, tmp_path):
   full = stage1.train_and_evaluate(_config(data, num_train_steps=4), str(tmp_path / 'a'))
   stage1.train_and_evaluate(_config(data, num_train_steps=2), str(tmp_path / 'b'))
@@ -140,13 +195,13 @@ def test_resume_equals_uninterrupted(data, tmp_path):
 
 def test_nonfinite_step_stops_and_keeps_checkpoint(data, tmp_path):
   stage1.train_and_evaluate(_config(data, num_train_steps=2), str(tmp_path))
-  with pytest.raises(stage1.NonFiniteError, match='non-finite'):
+  with pytest.raises(loop_lib.NonFiniteError, match='non-finite'):
     stage1.train_and_evaluate(_config(data, num_train_steps=4, **{'optim.lr': float('nan')}),
                               str(tmp_path))
   steps = sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints') if s.isdigit())
   assert steps == [2]
   # The kept checkpoint is complete and finite.
-  from a2p_jax.train import sharding as shard_lib
+  from a2p_jax.runtime import sharding as shard_lib
   channels = ckpt_lib.read_meta(str(tmp_path))[1]['prior_channels']
   _, state, _, _ = stage1.create_train_state(_config(data), channels, 1, shard_lib.make_mesh(1))
   mngr = ckpt_lib.manager(str(tmp_path), async_save=False)

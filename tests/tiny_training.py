@@ -17,7 +17,7 @@ def tiny_data(tmp_path_factory) -> dict:
   the session's base temp folder on first use and reused after (both are
   rebuilt only when incomplete)."""
   from a2p_jax.train import input as input_lib
-  from configs import synthetic_tiny
+  from a2p_jax.configs import synthetic_tiny
   root = str(tmp_path_factory.getbasetemp() / 'tiny_stage1_data')
   config = synthetic_tiny.get_config('test')
   syn = input_lib.synthetic_root(config, root)
@@ -28,7 +28,7 @@ def tiny_data(tmp_path_factory) -> dict:
 
 def config(data, **overrides):
   """synthetic_tiny:test on `data`, with dotted-key overrides."""
-  from configs import synthetic_tiny
+  from a2p_jax.configs import synthetic_tiny
   c = synthetic_tiny.get_config('test')
   c.data.root = data['root']
   c.data.priors = data['priors']
@@ -82,7 +82,7 @@ def free_port() -> int:
 
 def state_arrays(state) -> dict:
   """Train state (model and optimizer) -> {name: numpy array}."""
-  from a2p_jax.train import checkpoint as ckpt_lib
+  from a2p_jax.runtime import checkpoint as ckpt_lib
   return {k: np.asarray(jax.device_get(v)) for k, v in ckpt_lib.flatten(state).items()}
 
 
@@ -100,3 +100,32 @@ def checkpoint_entries(workdir: str) -> tuple:
   tmp = [os.path.relpath(os.path.join(d, n), root)
          for d, dirs, files in os.walk(root) for n in dirs + files if 'tmp' in n]
   return top, tmp
+
+
+def tree_digest(root: str) -> dict:
+  """{relative path: sha256 of the bytes, or 'dir'} of every file and
+  folder under `root`: equal digests mean nothing was added, removed,
+  moved or rewritten."""
+  import hashlib
+  out = {}
+  for dirpath, dirnames, files in os.walk(root):
+    for d in dirnames:
+      out[os.path.relpath(os.path.join(dirpath, d), root)] = 'dir'
+    for f in files:
+      path = os.path.join(dirpath, f)
+      with open(path, 'rb') as fh:
+        out[os.path.relpath(path, root)] = hashlib.sha256(fh.read()).hexdigest()
+  return out
+
+
+def break_checkpoint(workdir: str, good_step: int, new_step: int) -> None:
+  """Adds checkpoint `new_step`, a copy of `good_step` whose state arrays are
+  truncated (readable meta, unreadable weights)."""
+  import shutil
+  ckpts = os.path.join(workdir, 'checkpoints')
+  shutil.copytree(os.path.join(ckpts, str(good_step)), os.path.join(ckpts, str(new_step)))
+  for dirpath, _, files in os.walk(os.path.join(ckpts, str(new_step), 'state')):
+    for f in files:
+      if not f.endswith('.json') and 'METADATA' not in f:
+        with open(os.path.join(dirpath, f), 'r+b') as fh:
+          fh.truncate(8)

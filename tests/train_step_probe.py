@@ -26,8 +26,9 @@ def param_checksums(model) -> dict:
 
 def run(n_devices: int, fsdp: int, local: dict, prior_channels: int) -> dict:
   from a2p_jax.data.hands import load_hand_models
-  from a2p_jax.train import sharding, stage1
-  from configs import synthetic_tiny
+  from a2p_jax.runtime import sharding
+  from a2p_jax.train import stage1
+  from a2p_jax.configs import synthetic_tiny
   config = synthetic_tiny.get_config('test')
   config.mesh.fsdp = fsdp
   mesh = sharding.make_mesh(fsdp, jax.devices()[:n_devices])

@@ -11,7 +11,7 @@ resumes exactly. The per-example work is numpy/PIL only (no JAX), so it runs
 in grain's worker processes.
 
 Output arrays per example (batched with a leading axis):
-  image        (H, W, 3) uint8 crop (normalise on device: `normalize_image`)
+  image        (H, W, 3) uint8 crop (the model normalises on device)
   joints_2d    (42, 2) float32 crop pixels (right 0-20, left 21-41, InterHand order)
   joints_rel   (42, 3) float32 m, camera space, relative to each hand's wrist
   depth_rel    (42,) float32 m, z minus the own hand's wrist z (2.5D target)
@@ -25,7 +25,7 @@ Output arrays per example (batched with a leading axis):
                focal/princpt the crop's camera (a2p_jax.models.camera)
   focal, princpt (2,) float32 (princpt after any flip)
   flipped      () int32
-  priors       (prior_h, prior_w, C) float32 with `make_dataset(..., priors=store)`:
+  priors       (prior_h, prior_w, C) float32 with `make_dataset(..., join=teacher.join_priors(store))`:
                the teacher's maps of the example (store.get(annot_id)) warped with
                the image's own pixel affine (flip and rotation included) onto
                cfg.prior_hw cells over the crop, channels @ flip_matrix when
@@ -33,17 +33,17 @@ Output arrays per example (batched with a leading axis):
 """
 
 import dataclasses
+import io
 import os
 from typing import Callable, Optional, Sequence, Tuple
 
 import grain
 import numpy as np
+from absl import flags
 from PIL import Image
 
 from a2p_jax.data import augment
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 WRIST = (20, 41)  # wrist rows of the right and left hand (InterHand order)
 
 
@@ -68,7 +68,6 @@ def load_image(ex: dict) -> np.ndarray:
     return img
   try:
     if isinstance(img, (bytes, bytearray)):
-      import io
       pil = Image.open(io.BytesIO(img))
     else:
       pil = Image.open(ex['image_path'])
@@ -162,10 +161,13 @@ def process(ex: dict, rng: np.random.Generator, *, cfg: AugmentConfig, models,
       'focal': focal.astype(np.float32), 'princpt': princpt.astype(np.float32),
       'flipped': np.int32(p['flip']),
   }
-  if 'priors' in ex and cfg.prior_hw is not None:
+  if 'priors' in ex:
+    if cfg.prior_hw is None:
+      raise ValueError(f'annotation {ex.get("annot_id")}: the example has prior maps but '
+                       f'AugmentConfig.prior_hw is None (the size to warp them to)')
     if 'priors_affine' not in ex:
       raise KeyError(f'annotation {ex.get("annot_id")}: priors without priors_affine '
-                     f'(image px -> map px; join a prior store with make_dataset(priors=...))')
+                     f'(image px -> map px; join a prior store with make_dataset(join=...))')
     out['priors'] = prior_maps(ex['priors'], ex['priors_affine'], pixel_affine, cfg,
                                ex.get('priors_flip') if p['flip'] else None)
   return out
@@ -216,27 +218,6 @@ def prior_maps(maps: np.ndarray, map_affine: np.ndarray, pixel_affine: np.ndarra
   return out.astype(np.float32)
 
 
-class _JoinPriors:
-  """Picklable map: adds the example's teacher maps from a prior store
-  (`a2p_jax.teacher.store.PriorStore`, which reopens its files lazily in
-  each worker process), restricted to `channels`."""
-
-  def __init__(self, store, channels):
-    self.store = store
-    self.channels = np.asarray(channels, np.int32)
-    self.flip = np.asarray(store.flip_matrix, np.float32)[np.ix_(self.channels, self.channels)]
-
-  def __call__(self, ex):
-    maps, affine = self.store.get(ex['annot_id'])
-    return dict(ex, priors=maps[..., self.channels], priors_affine=affine,
-                priors_flip=self.flip)
-
-
-def normalize_image(images):
-  """uint8 (..., H, W, 3) -> float32 normalised with ImageNet statistics."""
-  return (images.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD
-
-
 class _Process:
   """Picklable per-example transform for grain workers."""
 
@@ -260,16 +241,17 @@ def make_dataset(source: Sequence, *, cfg: AugmentConfig, models, batch_size: in
                  seed: int, training: bool, num_epochs: Optional[int] = None,
                  process_index: int = 0, process_count: int = 1,
                  num_workers: int = 0, drop_remainder: bool = True,
-                 priors=None, prior_groups=None):
+                 join: Optional[Callable[[dict], dict]] = None):
   """A grain IterDataset of batches from a random-access `source`.
 
   `models`: (right, left) ManoModel, numpy leaves (for flips/rotations of
   MANO fits). Training: shuffled each epoch, repeated `num_epochs` times
   (None: forever), augmented. Evaluation: in order, once, centred crops.
   Each process gets its own contiguous shard of the source.
-  priors: a prior store (`a2p_jax.teacher.open_store`) holding every
-  example's annot_id; batch['priors'] gets its maps, channels of
-  `prior_groups` only (names or 'keypoint,segmentation'; None: all).
+  join: a function adding fields to each reader example before the
+  augmentation, e.g. the teacher's prior maps (`a2p_jax.teacher.join_priors`:
+  'priors', 'priors_affine', 'priors_flip'; batch['priors'] then holds
+  them warped like the image). Picklable when num_workers > 0.
   """
   if batch_size <= 0:
     raise ValueError(f'batch_size must be positive, got {batch_size}')
@@ -279,15 +261,11 @@ def make_dataset(source: Sequence, *, cfg: AugmentConfig, models, batch_size: in
     ds = ds.shuffle(seed=seed).repeat(num_epochs)
   elif num_epochs not in (None, 1):
     ds = ds.repeat(num_epochs)
-  if priors is not None:
-    if cfg.prior_hw is None:
-      raise ValueError('make_dataset: priors given but cfg.prior_hw is None')
-    from a2p_jax.teacher import select_channels
-    ds = ds.map(_JoinPriors(priors, select_channels(priors.meta, prior_groups)))
+  if join is not None:
+    ds = ds.map(join)
   ds = ds.random_map(_Process(cfg, models, training), seed=seed)
   it = ds.to_iter_dataset().batch(batch_size, drop_remainder=drop_remainder)
   if num_workers > 0:
-    from absl import flags
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags
       flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))

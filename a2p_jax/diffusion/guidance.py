@@ -6,6 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from a2p_jax import geometry
+from a2p_jax.geometry import collision as coll
+from a2p_jax.geometry import normals as normals_lib
+from a2p_jax.geometry import pairs as pairs_mod
 from a2p_jax.diffusion import state as state_lib
 
 # The loss in cm^2 (not m^2) so that guidance weights are O(1e-3..1).
@@ -35,9 +38,6 @@ def proxy_depth(params, models, cfg):
   """Deepest vertex (...,) in m behind the other hand's surface among the
   pairs the collision loss counts (nearest vertex within dist_threshold,
   opposing normals): a cheap penetration depth, no sealing or ray tests."""
-  from a2p_jax.geometry import collision as coll
-  from a2p_jax.geometry import normals as normals_lib
-  from a2p_jax.geometry import pairs as pairs_mod
   vr, vl = state_lib.meshes(params, models)
   fr = np.asarray(models[0].faces, np.int32)
   fl = np.asarray(models[1].faces, np.int32)

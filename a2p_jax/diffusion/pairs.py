@@ -6,28 +6,25 @@
   (ii) `prediction_pairs`: a (weaker) stage-1 model's outputs that
        penetrate, each paired with its ground truth.
 
-    python -m a2p_jax.diffusion.pairs --root DIR --split train --out FILE.npz \
-        --num N [--mano_dir DIR] [--seed S]
-    python -m a2p_jax.diffusion.pairs --root DIR --split train --out FILE.npz \
-        --stage1_workdir STAGE1_WORKDIR [--max_examples M]     # pairs (ii)
+The command that builds pair files (from the data set's ground truth, or
+from a stage-1 checkpoint's predictions) is `python -m a2p_jax.build_pairs`.
 
 The .npz holds gt_{pose_6d,betas,root_cam} and cond_{...} (stage-1
 parameter convention, a2p_jax/diffusion/state.py) and `source` (0 perturbed
 ground truth, 1 stage-1 prediction).
 """
 
-import argparse
-import math
 import os
-import sys
 from typing import Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 import mano_jax
 from a2p_jax import geometry
+from a2p_jax.arrays import pad_batch
 from a2p_jax.diffusion import state as state_lib
 
 KEYS = ('pose_6d', 'betas', 'root_cam')
@@ -39,19 +36,14 @@ def _faces(models):
   return np.asarray(models[0].faces, np.int32), np.asarray(models[1].faces, np.int32)
 
 
-def _pad(params, n):
-  m = len(params['betas'])
-  return {k: np.concatenate([v, np.repeat(v[-1:], n - m, 0)]) if m < n else v
-          for k, v in params.items()}
-
-
 def penetration_depth(params, models, chunk: int = _CHUNK) -> np.ndarray:
   """geometry.penetration_depth (N,) m of parameters (N, ...), chunked."""
   fr, fl = _faces(models)
   n = len(params['betas'])
   out = []
   for s in range(0, n, chunk):
-    part = _pad({k: np.asarray(v[s:s + chunk], np.float32) for k, v in params.items()}, chunk)
+    part = pad_batch({k: np.asarray(v[s:s + chunk], np.float32) for k, v in params.items()},
+                     chunk)
     vr, vl = _meshes_jit(models)(part)
     out.append(np.asarray(geometry.penetration_depth(vr, fr, vl, fl))[:min(chunk, n - s)])
   return np.concatenate(out) if out else np.zeros(0)
@@ -75,7 +67,6 @@ def ground_truth(dataset, models, *, max_examples: Optional[int] = None, progres
   rows = []
   it = range(n)
   if progress:
-    from tqdm import tqdm
     it = tqdm(it, desc='ground truth', unit='ex', dynamic_ncols=True)
   for i in it:
     mano = dataset[i]['mano']
@@ -107,8 +98,7 @@ def perturb(gt, rng: np.random.Generator, scale, models, *, finger_rad=0.15, rel
   proportional to scale."""
   n = len(gt['betas'])
   s = np.asarray(scale, np.float32).reshape(n)
-  vr, vl = _meshes_jit(models)(_pad({k: np.asarray(v, np.float32) for k, v in gt.items()},
-                                    max(n, 1)))
+  vr, vl = _meshes_jit(models)({k: np.asarray(v, np.float32) for k, v in gt.items()})
   d = np.asarray(vr).mean(1) - np.asarray(vl).mean(1)
   pose = np.array(gt['pose_6d'], np.float32)
   pose[:, :, 1:] = _rotate(pose[:, :, 1:], rng.normal(0, 1, (n, 2, 15, 3)) * finger_rad
@@ -136,7 +126,6 @@ def perturbed_pairs(gt, models, num: int, *, seed: int = 0, rungs: int = 8,
   have = 0
   pbar = None
   if progress:
-    from tqdm import tqdm
     pbar = tqdm(total=num, desc='perturbed pairs', unit='pair', dynamic_ncols=True)
   while have < num:
     idx = rng.integers(0, m, candidates)
@@ -193,7 +182,6 @@ def prediction_pairs(predict_fn: Callable, dataset, models, *, batch_size: int =
 
   it = range(n)
   if progress:
-    from tqdm import tqdm
     it = tqdm(it, desc='prediction pairs', unit='ex', dynamic_ncols=True)
   for i in it:
     ex = dataset[i]
@@ -210,24 +198,6 @@ def prediction_pairs(predict_fn: Callable, dataset, models, *, batch_size: int =
 
 
 _SHAPES = {'pose_6d': (2, 16, 6), 'betas': (2, 10), 'root_cam': (2, 3)}
-
-
-def stage1_predict_fn(workdir: str, mano_dir: Optional[str] = None, step: Optional[int] = None):
-  """predict_fn for `prediction_pairs` from a stage-1 training workdir
-  (its newest checkpoint, or `step`: an earlier, weaker one): each reader
-  example cropped around its hands as in evaluation (no augmentation), the
-  checkpoint's inference path (FAE, no teacher)."""
-  from a2p_jax.eval.run import eval_batch, load_stage1
-  from a2p_jax.train import input as input_lib
-  config, predict_batch, _, models = load_stage1(workdir, step=step, mano_dir=mano_dir)
-  cfg = input_lib.augment_config(config)
-
-  def predict(examples):
-    batch = eval_batch(examples, cfg, models)
-    out = predict_batch(batch)
-    return {k: out[k] for k in KEYS}
-
-  return predict
 
 
 def save(path: str, gt, cond, source=None):
@@ -261,48 +231,3 @@ def load(path: str):
 
 def concat(*trees):
   return {k: np.concatenate([t[k] for t in trees]) for k in KEYS}
-
-
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  p.add_argument('--root', required=True, help='InterHand2.6M-layout folder (or synthetic)')
-  p.add_argument('--split', default='train')
-  p.add_argument('--out', required=True, help='output .npz')
-  p.add_argument('--num', type=int, default=None,
-                 help='number of perturbed pairs (required without --stage1_workdir)')
-  p.add_argument('--mano_dir', default=None)
-  p.add_argument('--seed', type=int, default=0)
-  p.add_argument('--max_examples', type=int, default=None)
-  p.add_argument('--min_depth_mm', type=float, default=1.0)
-  p.add_argument('--stage1_workdir', default=None,
-                 help='instead: pairs of this stage-1 checkpoint\'s penetrating predictions '
-                      '(over --max_examples examples; --num is ignored)')
-  p.add_argument('--stage1_step', type=int, default=None,
-                 help='with --stage1_workdir: this checkpoint step instead of the newest')
-  args = p.parse_args(argv)
-  if args.stage1_workdir is None and args.num is None:
-    p.error('--num is required (or --stage1_workdir for stage-1 prediction pairs)')
-  if args.stage1_step is not None and args.stage1_workdir is None:
-    p.error('--stage1_step needs --stage1_workdir')
-  from a2p_jax.data.hands import load_hand_models
-  from a2p_jax.data.interhand26m import InterHand26M
-  models = load_hand_models(args.mano_dir)
-  ds = InterHand26M(args.root, args.split, mano_dir=args.mano_dir)
-  if args.stage1_workdir:
-    g, c = prediction_pairs(stage1_predict_fn(args.stage1_workdir, args.mano_dir,
-                                             args.stage1_step), ds, models,
-                            max_examples=args.max_examples,
-                            min_depth_m=args.min_depth_mm / 1000.0)
-    save(args.out, g, c, source=np.ones(len(g['betas'])))
-    print(f'wrote {len(g["betas"])} stage-1 prediction pairs to {args.out}', flush=True)
-    return 0
-  gt = ground_truth(ds, models, max_examples=args.max_examples)
-  print(f'{len(gt["betas"])} non-penetrating two-hand ground truths', flush=True)
-  g, c = perturbed_pairs(gt, models, args.num, seed=args.seed,
-                         min_depth_m=args.min_depth_mm / 1000.0)
-  save(args.out, g, c)
-  print(f'wrote {len(g["betas"])} pairs to {args.out}', flush=True)
-
-
-if __name__ == '__main__':
-  sys.exit(main())

@@ -16,10 +16,10 @@ cost follows the number of penetrating pairs. info: {'gated', 'iou',
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from a2p_jax import geometry
+from a2p_jax.geometry.camera import project
 from a2p_jax.diffusion import guidance as guidance_lib
 from a2p_jax.diffusion import sampler as sampler_lib
 from a2p_jax.diffusion import schedule as schedule_lib
@@ -125,19 +125,9 @@ def _gated_chunks(sample, params, gate, key, cap: int):
   return jax.lax.fori_loop(0, (n_gated + cap - 1) // cap, body, params)
 
 
-def load(workdir: str, *, mano_dir=None, config=None, sampling=None):
-  """(repair fn, config) from a stage-2 training workdir's newest checkpoint
-  (sampling: overrides of config.sampling)."""
-  from a2p_jax.train import stage2
-  return stage2.load_repair(workdir, mano_dir=mano_dir, config=config, sampling=sampling)
-
-
 def boxes_from_params(params, models, focal, princpt):
   """Each hand's 2D box (B, 2, 4) px from its projected mesh (for callers
   without detector boxes)."""
   vr, vl = state_lib.meshes({k: jnp.asarray(params[k]) for k in KEYS}, models)
-  out = []
-  for v in (vr, vl):
-    uv = v[..., :2] / v[..., 2:3] * focal[:, None] + princpt[:, None]
-    out.append(geometry.box_from_points(uv))
-  return jnp.stack(out, 1)
+  focal, princpt = jnp.asarray(focal)[:, None], jnp.asarray(princpt)[:, None]
+  return jnp.stack([geometry.box_from_points(project(v, focal, princpt)) for v in (vr, vl)], 1)

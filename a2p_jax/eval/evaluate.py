@@ -5,7 +5,9 @@ InterHand2.6M test set does not fit in memory as meshes)."""
 from typing import Callable, Dict, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
+import mano_jax
 from a2p_jax.eval import metrics
 
 SIDES = ('right', 'left')
@@ -15,7 +17,6 @@ def ground_truth(examples: Sequence[dict], models) -> Dict[str, np.ndarray]:
   """Arrays (metres) of a chunk of reader examples: joints (n, 42, 3),
   joint_valid, hand_type, verts (n, 2, V, 3) (MANO fits run through the
   models, or HIC's meshes), mano_valid (n, 2), mesh_wrist (n, 2, 3)."""
-  import mano_jax
   n = len(examples)
   joints = np.stack([np.asarray(e['joints_cam'], np.float64).reshape(42, 3) for e in examples])
   out = {'joints': joints / 1000.0,
@@ -67,7 +68,6 @@ def score(examples: Sequence[dict], predict: Callable[[Sequence[dict]], dict], m
   parts = []
   it = range(0, len(examples), chunk)
   if progress:
-    from tqdm import tqdm
     it = tqdm(it, desc='eval', unit='chunk', total=(len(examples) + chunk - 1) // chunk)
   for start in it:
     exs = [examples[i] for i in range(start, min(start + chunk, len(examples)))]

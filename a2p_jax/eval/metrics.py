@@ -32,6 +32,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from a2p_jax import geometry
+
 WRIST = 20            # per-hand row of the wrist (InterHand order)
 MIDDLE_MCP = 11       # per-hand row of the middle finger's MCP (middle1)
 PROTOCOLS = ('interwild', 'intaghand')
@@ -128,7 +130,6 @@ def penetration_per_sample(pred_verts, faces_right, faces_left, *, chunk: int = 
   """PenVol (cm^3), PenDist (cm) and the inter-hand gap (cm) of each
   predicted pair (N, 2, V, 3) m, from a2p_jax.geometry (meshes sealed);
   `close` = gap under prox_threshold (ProxRatio's test)."""
-  from a2p_jax import geometry
   pv = np.asarray(pred_verts, np.float32)
   vol, depth, gap = [], [], []
   for i in range(0, len(pv), chunk):

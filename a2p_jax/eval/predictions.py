@@ -26,6 +26,8 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+import mano_jax
+
 SIDES = ('right', 'left')
 
 
@@ -214,7 +216,6 @@ class Predictions:
       rows = [self._index[int(a)] for a in annot_ids]
       return {'joints': self._joints[rows],
               'verts': None if self._verts is None else self._verts[rows]}
-    import mano_jax
     joints = np.full((n, 42, 3), np.nan)
     verts = None
     for k, side in enumerate(SIDES):

@@ -8,7 +8,9 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from a2p_jax.data import pipeline
 from a2p_jax.eval import metrics
+from a2p_jax.inference import draw
 
 JOINT_NAMES = [f'{f}{i}' for f in ('thumb', 'index', 'middle', 'ring', 'pinky')
                for i in (4, 3, 2, 1)] + ['wrist']
@@ -70,19 +72,8 @@ def joint_error_plot(res: Dict[str, np.ndarray], path: str, protocol: str = 'int
 
 def overlay(example: dict, verts: np.ndarray, path: str, title: str):
   """Predicted meshes (2, V, 3) m projected on the example's image."""
-  from a2p_jax.data import augment, pipeline
-  img = pipeline.load_image(example).copy()
-  focal, princpt = example['camera']['focal'], example['camera']['princpt']
-  h, w = img.shape[:2]
-  for k, color in ((0, (255, 40, 40)), (1, (40, 90, 255))):
-    v = verts[k]
-    ok = np.isfinite(v).all(-1) & (v[:, 2] > 0)
-    uv = np.round(augment.project(v[ok], focal, princpt)).astype(int)
-    inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
-    img[uv[inside, 1], uv[inside, 0]] = color
-  pil = Image.fromarray(img)
-  ImageDraw.Draw(pil).text((4, 4), title, fill=(255, 255, 0))
-  pil.save(path)
+  draw.save_overlay(pipeline.load_image(example), verts, example['camera']['focal'],
+                    example['camera']['princpt'], path, title)
 
 
 def write(out_dir: str, res: Dict[str, np.ndarray], meta: dict, *,

@@ -1,6 +1,7 @@
 """Stage-2 denoiser D(X_t, t, X_c) -> X_0 (MDM-style transformer, predicts x0).
 
-    X_t, X_c (B, DIM) normalized state vectors (a2p_jax.diffusion.state)
+    X_t, X_c (B, DIM) normalized state vectors (the layout, a2p_jax.diffusion.state,
+    comes in as the constructor's `tokens`)
       -> 35 tokens each (16 joints per hand in 6D, betas per hand, the
          relative translation; features zero-padded to TOKEN_WIDTH)
       -> in_proj(X_t tokens) + cond_proj(X_c tokens) + learned positions
@@ -21,7 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from a2p_jax.diffusion import state as state_lib
 from a2p_jax.models import initializers
 from a2p_jax.models.stage1 import Block
 
@@ -29,13 +29,19 @@ _DENSE_INIT = initializers.normal(0.02)
 _ZERO = nnx.initializers.zeros
 
 
-def _token_index():
-  """(gather index (T, W) int32, mask (T, W) float32, scatter index (DIM,) into T*W)."""
-  t, w = len(state_lib.TOKENS), state_lib.TOKEN_WIDTH
+def token_index(tokens):
+  """(gather index (T, W) int32, mask (T, W) float32, scatter index (DIM,)
+  into T*W) of a token layout: `tokens` ((start, size), ...) must tile the
+  state vector [0, DIM) exactly; W is the largest size."""
+  t, w = len(tokens), max(size for _, size in tokens)
+  dim = sum(size for _, size in tokens)
+  covered = sorted(i for start, size in tokens for i in range(start, start + size))
+  if covered != list(range(dim)):
+    raise ValueError(f'Denoiser: tokens {tokens} do not tile a state vector [0, {dim})')
   idx = np.zeros((t, w), np.int32)
   mask = np.zeros((t, w), np.float32)
-  scatter = np.zeros(state_lib.DIM, np.int32)
-  for k, (start, size) in enumerate(state_lib.TOKENS):
+  scatter = np.zeros(dim, np.int32)
+  for k, (start, size) in enumerate(tokens):
     idx[k, :size] = np.arange(start, start + size)
     mask[k, :size] = 1.0
     scatter[start:start + size] = k * w + np.arange(size)
@@ -55,18 +61,21 @@ def timestep_embedding(t, dim: int, max_period: float = 10000.0):
 
 class Denoiser(nnx.Module):
   """`cfg`: config.model (latent_dim, num_layers, num_heads, ff_dim, dropout,
-  residual)."""
+  residual); `tokens`: the state vector's layout, ((start, size), ...) per
+  token (a2p_jax.diffusion.state.TOKENS), zero-padded to the largest size."""
 
-  def __init__(self, cfg, *, rngs: nnx.Rngs):
+  def __init__(self, cfg, tokens, *, rngs: nnx.Rngs):
     d = int(cfg.latent_dim)
     if d % cfg.num_heads:
       raise ValueError(f'Denoiser: latent_dim {d} is not divisible by num_heads {cfg.num_heads}')
-    w, n_tok = state_lib.TOKEN_WIDTH, len(state_lib.TOKENS)
+    self.tokens = tuple((int(a), int(b)) for a, b in tokens)
+    idx, _, scatter = token_index(self.tokens)
+    w, n_tok, self.dim = idx.shape[1], len(self.tokens), len(scatter)
     self.latent_dim = d
     self.residual = bool(cfg.residual)
     self.in_proj = nnx.Linear(w, d, kernel_init=_DENSE_INIT, rngs=rngs)
     self.cond_proj = nnx.Linear(w, d, kernel_init=_DENSE_INIT, rngs=rngs)
-    self.cond_token = nnx.Linear(state_lib.DIM, d, kernel_init=_DENSE_INIT, rngs=rngs)
+    self.cond_token = nnx.Linear(self.dim, d, kernel_init=_DENSE_INIT, rngs=rngs)
     self.time_fc1 = nnx.Linear(d, d, kernel_init=_DENSE_INIT, rngs=rngs)
     self.time_fc2 = nnx.Linear(d, d, kernel_init=_DENSE_INIT, rngs=rngs)
     self.pos = nnx.Param(_DENSE_INIT(rngs.params(), (n_tok + 2, d)))
@@ -78,10 +87,10 @@ class Denoiser(nnx.Module):
   def __call__(self, x_t, t, x_c):
     """x_t, x_c (B, DIM) normalized; t (B,) int -> predicted X_0 (B, DIM)."""
     b = x_t.shape[0]
-    if x_t.shape != (b, state_lib.DIM) or x_c.shape != x_t.shape or t.shape != (b,):
-      raise ValueError(f'Denoiser: expected x_t, x_c (B, {state_lib.DIM}) and t (B,), got '
+    if x_t.shape != (b, self.dim) or x_c.shape != x_t.shape or t.shape != (b,):
+      raise ValueError(f'Denoiser: expected x_t, x_c (B, {self.dim}) and t (B,), got '
                        f'{x_t.shape}, {x_c.shape}, {t.shape}')
-    idx, mask, scatter = _token_index()
+    idx, mask, scatter = token_index(self.tokens)
     tok = lambda x: x[:, idx] * mask[None]
     h = self.in_proj(tok(x_t)) + self.cond_proj(tok(x_c))
     temb = self.time_fc2(jax.nn.silu(self.time_fc1(timestep_embedding(t, self.latent_dim))))

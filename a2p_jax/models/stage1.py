@@ -28,11 +28,18 @@ traced bool: the scheduled-mix ablation). Inference: `model(images, None,
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from a2p_jax.models import camera, initializers
 from a2p_jax.models.camera import root_from_crop  # noqa: F401  (public here too)
 from a2p_jax.models.resnet import ResNet, num_params
+
+# The ImageNet statistics both ResNets expect, on 0-255 pixel values.
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+# What the model reads of a pipeline batch (besides 'priors' when trained with them).
+MODEL_INPUTS = ('image', 'affine', 'focal', 'princpt')
 
 NUM_JOINTS = 16
 HAND_OUT = NUM_JOINTS * 6 + 10 + 3   # rot6d, betas, raw (u, v, t)
@@ -42,6 +49,15 @@ _ZERO = nnx.initializers.zeros
 _EMBED_INIT = initializers.normal(0.02)
 _DENSE_INIT = initializers.normal(0.02)            # ViT-style
 _CONV_INIT = initializers.variance_scaling(1.0, 'fan_in')
+
+
+def normalize_images(images_u8):
+  """uint8 (..., H, W, 3) crops -> float32 with ImageNet statistics (on
+  device: the host sends 4x fewer bytes)."""
+  images_u8 = jnp.asarray(images_u8)
+  shape = (1,) * (images_u8.ndim - 1) + (3,)
+  mean, std = jnp.asarray(IMAGENET_MEAN).reshape(shape), jnp.asarray(IMAGENET_STD).reshape(shape)
+  return (images_u8.astype(jnp.float32) - mean) / std
 
 
 class FAE(nnx.Module):

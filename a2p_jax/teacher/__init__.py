@@ -23,6 +23,9 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from a2p_jax.geometry.camera import project
+from a2p_jax.teacher.store import open_store  # noqa: F401  (the public entry)
+
 GROUPS = ('keypoint', 'segmentation', 'depth')
 GRID = (32, 24)          # default store grid (H, W): 4:3 like Sapiens' input
 TEACHER_EXTEND = 2.0     # teacher box side / tight two-hand joint box side
@@ -36,14 +39,13 @@ def teacher_box(ex: dict, *, extend: float = TEACHER_EXTEND) -> np.ndarray:
   else the annotated `bbox`; its longer side x `extend` is the width, the
   height is 4/3 of it, both centred on the box centre.
   """
-  from a2p_jax.data import augment
   uv = None
   if 'joints_cam' in ex and 'camera' in ex:
     joints = np.asarray(ex['joints_cam'], np.float64).reshape(42, 3)
     valid = np.asarray(ex['joint_valid'], np.float64).reshape(42) > 0
     valid &= joints[:, 2] > 1e-6
     if valid.any():
-      uv = augment.project(joints[valid], ex['camera']['focal'], ex['camera']['princpt'])
+      uv = project(joints[valid], ex['camera']['focal'], ex['camera']['princpt'])
   if uv is not None:
     lo, hi = uv.min(0), uv.max(0)
   else:
@@ -94,7 +96,7 @@ def select_channels(meta: dict, groups=None) -> np.ndarray:
 
 
 def prior_channels(store, groups=None) -> int:
-  """Number of channels `make_dataset(..., priors=store, prior_groups=groups)`
+  """Number of channels `make_dataset(..., join=join_priors(store, groups))`
   puts in batch['priors'] (the model's prior_channels)."""
   return int(len(select_channels(store.meta, groups)))
 
@@ -108,20 +110,32 @@ def flip_permutation_matrix(perm: Sequence[int]) -> np.ndarray:
   return p
 
 
-def open_store(path: str):
-  from a2p_jax.teacher.store import open_store as _open
-  return _open(path)
-
-
 def source_annot_ids(src) -> np.ndarray:
-  """int64 annot_ids of a random-access source, in order (cheap for the
-  InterHand2.6M/synthetic and HIC readers; otherwise reads every example)."""
+  """int64 annot_ids of a random-access source, in order: its `annot_ids`
+  (the readers have them without reading an example), else every example's."""
   if hasattr(src, 'annot_ids'):
     return np.asarray(src.annot_ids, np.int64)
-  arrays, rows = getattr(src, '_arrays', None), getattr(src, '_rows', None)
-  if arrays is not None and rows is not None and 'annot_id' in arrays:  # InterHand26M
-    return np.asarray(arrays['annot_id'], np.int64)[np.asarray(rows)]
-  items = getattr(src, '_items', None)
-  if isinstance(items, list) and items and isinstance(items[0], dict) and 'annot_id' in items[0]:
-    return np.asarray([it['annot_id'] for it in items], np.int64)  # HIC
   return np.asarray([src[i]['annot_id'] for i in range(len(src))], np.int64)
+
+
+class JoinPriors:
+  """The prior join the input pipeline takes (`make_dataset(join=...)`):
+  adds an example's teacher maps from a prior store (restricted to
+  `channels`), the map affine and the channel permutation under a flip.
+  Picklable: the store reopens its files lazily in each grain worker."""
+
+  def __init__(self, store, channels):
+    self.store = store
+    self.channels = np.asarray(channels, np.int32)
+    self.flip = np.asarray(store.flip_matrix, np.float32)[np.ix_(self.channels, self.channels)]
+
+  def __call__(self, ex):
+    maps, affine = self.store.get(ex['annot_id'])
+    return dict(ex, priors=maps[..., self.channels], priors_affine=affine,
+                priors_flip=self.flip)
+
+
+def join_priors(store, groups=None) -> JoinPriors:
+  """The join of `store`'s channels of `groups` (names or 'keypoint,depth';
+  None: all)."""
+  return JoinPriors(store, select_channels(store.meta, groups))

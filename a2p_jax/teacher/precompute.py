@@ -20,34 +20,26 @@ import argparse
 import json
 import os
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import numpy as np
+from tqdm import tqdm
 
 from a2p_jax import teacher as teacher_lib
+from a2p_jax.data import open_source
 from a2p_jax.teacher import store as store_lib
+from a2p_jax.teacher.oracle import OracleTeacher
+from a2p_jax.teacher.sapiens import SapiensTeacher
 
 DEFAULT_SHARD_SIZE = 1024
-
-
-def load_source(dataset: str, root: str, split: str, mano_dir: Optional[str] = None):
-  if dataset in ('synthetic', 'interhand26m'):
-    from a2p_jax.data.interhand26m import InterHand26M
-    return InterHand26M(root, split, mano_dir=mano_dir)
-  if dataset == 'hic':
-    from a2p_jax.data.hic import HIC
-    return HIC(root, split, mano_dir=mano_dir)
-  raise ValueError(f'--dataset must be synthetic, interhand26m or hic, got {dataset!r}')
 
 
 def make_teacher(name: str, *, grid=teacher_lib.GRID, extend=teacher_lib.TEACHER_EXTEND,
                  sapiens_pose=None, sapiens_seg=None, sapiens_depth=None, sapiens_dir=None,
                  device=None):
   if name == 'oracle':
-    from a2p_jax.teacher.oracle import OracleTeacher
     return OracleTeacher(grid=grid, extend=extend)
   if name == 'sapiens':
-    from a2p_jax.teacher.sapiens import SapiensTeacher
     return SapiensTeacher(pose=sapiens_pose, seg=sapiens_seg, depth=sapiens_depth,
                           directory=sapiens_dir, grid=grid, extend=extend, device=device)
   raise ValueError(f'--teacher must be sapiens or oracle, got {name!r}')
@@ -155,7 +147,6 @@ def precompute(teacher, source, out: str, *, grid=teacher_lib.GRID, pca: int = 0
   finished = sum(min(shard_size, n - k * shard_size) for k in done if k < num_shards)
   bar = None
   if progress:
-    from tqdm import tqdm
     bar = tqdm(total=n, initial=finished, desc=f'{teacher.name} priors', unit='ex',
                dynamic_ncols=True)
   computed = 0
@@ -224,7 +215,7 @@ def main(argv=None):
                          sapiens_pose=args.sapiens_pose, sapiens_seg=args.sapiens_seg,
                          sapiens_depth=args.sapiens_depth, sapiens_dir=args.sapiens_dir,
                          device=args.device)
-  source = load_source(args.dataset, args.root, args.split, args.mano_dir)
+  source = open_source(args.dataset, args.root, args.split, mano_dir=args.mano_dir)
   info = {'dataset': args.dataset, 'root': os.path.abspath(args.root), 'split': args.split}
   st = precompute(teacher, source, args.out, grid=grid, pca=args.pca,
                   pca_samples=args.pca_samples, batch=args.batch, shard_size=args.shard_size,

@@ -48,6 +48,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from a2p_jax import teacher as teacher_lib
+from a2p_jax.data import augment, pipeline
 
 INPUT_HW = (1024, 768)
 MEAN = (123.5, 116.5, 103.5)
@@ -132,7 +133,7 @@ class SapiensTeacher:
 
   def _load(self):
     if self._models is None:
-      import torch
+      import torch  # deferred: torch is the optional [sapiens] extra, never a core import
       if self.device is None:
         self.device = 'cuda' if torch.cuda.is_available() else 'cpu'
       models = {}
@@ -150,7 +151,6 @@ class SapiensTeacher:
     return self._models
 
   def _inputs(self, examples):
-    from a2p_jax.data import augment, pipeline
     crops, affines = [], []
     for ex in examples:
       box = teacher_lib.teacher_box(ex, extend=self.extend)
@@ -171,7 +171,7 @@ class SapiensTeacher:
     return out.float()
 
   def __call__(self, examples: Sequence[dict]):
-    import torch
+    import torch  # deferred: the optional [sapiens] extra (see _load)
     import torch.nn.functional as F
     models = self._load()
     del models

@@ -28,6 +28,7 @@ flip_matrix = B^T P B.
 so it can travel to grain worker processes.
 """
 
+import io
 import json
 import os
 import struct
@@ -35,6 +36,7 @@ import threading
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
 META = 'meta.json'
 COMPLETE = 'complete.json'
@@ -96,7 +98,6 @@ def write_json(path: str, obj):
 def write_shard(store_dir: str, k: int, records: Sequence[Tuple[int, np.ndarray, np.ndarray]]):
   """Writes shard k atomically: the array_record file, then its id list
   (the commit). A shard whose id list exists is complete."""
-  from array_record.python.array_record_module import ArrayRecordWriter
   base = os.path.join(store_dir, shard_name(k))
   tmp = base + '.array_record.tmp'
   w = ArrayRecordWriter(tmp, WRITER_OPTIONS)
@@ -109,7 +110,6 @@ def write_shard(store_dir: str, k: int, records: Sequence[Tuple[int, np.ndarray,
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:
-  import io
   b = io.BytesIO()
   np.save(b, a, allow_pickle=False)
   return b.getvalue()
@@ -225,7 +225,6 @@ class PriorStore:
   def _open_reader(self, k: int):
     r = self._readers.get(k)
     if r is None:
-      from array_record.python.array_record_module import ArrayRecordReader
       f = os.path.join(self.path, shard_name(k) + '.array_record')
       if not os.path.exists(f):
         raise StoreError(f'{f}: missing (its id list exists)')

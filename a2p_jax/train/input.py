@@ -7,13 +7,12 @@ from typing import Optional
 
 import jax
 
-from a2p_jax.data import pipeline
-
-
-def sync(name: str):
-  """Barrier over all processes (no-op on one)."""
-  from a2p_jax.train.sharding import barrier
-  barrier(name)
+from a2p_jax import teacher as teacher_lib
+from a2p_jax.data import open_source, pipeline, synthetic, tfds_builders
+from a2p_jax.inference.stage1 import augment_config
+from a2p_jax.runtime.sharding import barrier
+from a2p_jax.teacher import precompute
+from a2p_jax.teacher import store as store_lib
 
 
 def synthetic_root(config, workdir: str) -> str:
@@ -37,13 +36,12 @@ def synthetic_root(config, workdir: str) -> str:
       if have is not None:
         raise ValueError(f'{root} holds a synthetic set made with {have}, but the config '
                          f'asks for {want}: delete it or set config.data.root')
-      from a2p_jax.data import synthetic
       print(f'generating the synthetic set ({d.synthetic_frames} frames) in {root}', flush=True)
       synthetic.generate(root, synthetic.Options(
           num_frames=int(d.synthetic_frames), seed=int(d.synthetic_seed),
           image_size=tuple(d.synthetic_image_size), mano_dir=d.mano_dir or None,
           orientation_deg=float(d.get('synthetic_orientation_deg', 180.0))))
-  sync('synthetic_root')
+  barrier('synthetic_root')
   return root
 
 
@@ -59,30 +57,17 @@ def data_root(config, workdir: str) -> str:
 
 
 def source(config, workdir: str, split: str):
-  """Random-access examples of `split` (reader over the official layout, or
-  a built TFDS array_record set when config.data.tfds_dir is set)."""
+  """Random-access examples of `split` (a2p_jax.data.open_source over the
+  official layout, or a built TFDS array_record set when
+  config.data.tfds_dir is set)."""
   d = config.data
   root = data_root(config, workdir)
   if d.tfds_dir:
-    from a2p_jax.data import tfds_builders
     return tfds_builders.data_source(d.dataset, split, d.tfds_dir)
-  if d.dataset in ('synthetic', 'interhand26m'):
-    from a2p_jax.data.interhand26m import InterHand26M
-    return InterHand26M(root, split, mano_dir=d.mano_dir or None,
-                        subset=d.subset or None, progress=jax.process_index() == 0)
-  if d.dataset == 'hic':
-    from a2p_jax.data.hic import HIC
-    return HIC(root)
-  raise ValueError(f'config.data.dataset must be synthetic, interhand26m or hic; '
-                   f'got {d.dataset!r}')
-
-
-def augment_config(config) -> pipeline.AugmentConfig:
-  a = config.data
-  hw = tuple(config.model.input_hw)
-  return pipeline.AugmentConfig(input_hw=hw, prior_hw=(hw[0] // 32, hw[1] // 32),
-                                scale=a.aug_scale, rotation_deg=a.aug_rotation_deg,
-                                flip_prob=a.aug_flip_prob, color=a.aug_color)
+  options = {'subset': d.subset} if d.subset else {}
+  if d.dataset in ('synthetic', 'interhand26m'):  # the JSON index build shows a bar
+    options['progress'] = jax.process_index() == 0
+  return open_source(d.dataset, root, split, mano_dir=d.mano_dir or None, **options)
 
 
 def train_dataset(config, src, models, *, local_batch: int, priors=None,
@@ -97,8 +82,8 @@ def train_dataset(config, src, models, *, local_batch: int, priors=None,
       process_index=jax.process_index() if process_index is None else process_index,
       process_count=jax.process_count() if process_count is None else process_count,
       num_workers=config.data.num_workers,
-      **({'priors': priors, 'prior_groups': config.data.prior_groups or None}
-         if priors is not None else {}))
+      join=(teacher_lib.join_priors(priors, config.data.prior_groups or None)
+            if priors is not None else None))
 
 
 def prior_store(config, workdir: str, src):
@@ -113,8 +98,6 @@ def prior_store(config, workdir: str, src):
   d = config.data
   if not d.priors:
     return None
-  from a2p_jax import teacher as teacher_lib
-  from a2p_jax.teacher import store as store_lib
   if d.priors == 'oracle':
     if d.dataset != 'synthetic':
       raise ValueError(f"config.data.priors='oracle' needs the synthetic set (it reads the "
@@ -127,13 +110,12 @@ def prior_store(config, workdir: str, src):
         raise ValueError(f'{path} holds oracle priors of {made_from}, but the synthetic set '
                          f'is {os.path.abspath(root)}: delete {path}')
     elif jax.process_index() == 0:
-      from a2p_jax.data.interhand26m import InterHand26M
-      from a2p_jax.teacher import precompute
-      full = InterHand26M(root, d.train_split, mano_dir=d.mano_dir or None, progress=False)
+      full = open_source('synthetic', root, d.train_split, mano_dir=d.mano_dir or None,
+                         progress=False)
       print(f'computing oracle priors of {root} ({d.train_split}) into {path}', flush=True)
       precompute.precompute('oracle', full, path, source_info={
           'dataset': 'synthetic', 'root': os.path.abspath(root), 'split': d.train_split})
-    sync('prior_store')
+    barrier('prior_store')
   else:
     path = d.priors
   store = teacher_lib.open_store(path)

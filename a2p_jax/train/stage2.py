@@ -10,12 +10,10 @@ the checkpointed tree: {'train': (model, optimizer) state, 'stats':
 {'mean', 'std'}}.
 """
 
-import json
 import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from flax import nnx
@@ -25,11 +23,10 @@ from a2p_jax.diffusion import pairs as pairs_lib
 from a2p_jax.diffusion import schedule as schedule_lib
 from a2p_jax.diffusion import state as state_lib
 from a2p_jax.models.denoiser import Denoiser
-from a2p_jax.train import checkpoint as ckpt_lib
+from a2p_jax.runtime import sharding as shard_lib
 from a2p_jax.train import input as input_lib
 from a2p_jax.train import loop as loop_lib
 from a2p_jax.train import metrics as metrics_lib
-from a2p_jax.train import sharding as shard_lib
 
 
 def pairs_path(config, workdir: str) -> str:
@@ -55,7 +52,7 @@ def pairs_path(config, workdir: str) -> str:
     tmp = path + '.tmp.npz'
     pairs_lib.save(tmp, g, c)
     os.replace(tmp, path)
-  input_lib.sync('stage2_pairs')
+  shard_lib.barrier('stage2_pairs')
   return path
 
 
@@ -87,29 +84,20 @@ def draw_indices(config, step: int, source: np.ndarray) -> np.ndarray:
 
 
 def build_model(config):
-  return Denoiser(config.model, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+  return Denoiser(config.model, state_lib.TOKENS,
+                  rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
 
 
 def make_optimizer(config):
-  o = config.optim
-  lr = optax.constant_schedule(o.lr)
-  if o.warmup_steps:
-    lr = optax.join_schedules([optax.linear_schedule(0.0, o.lr, o.warmup_steps), lr],
-                              [o.warmup_steps])
-  tx = optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
-  if o.grad_clip:
-    tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), tx)
-  return tx, lr
+  lr = loop_lib.with_warmup(config.optim, optax.constant_schedule(config.optim.lr))
+  return loop_lib.make_adamw(config.optim, lr), lr
 
 
 def create_train_state(config, mesh):
   """(graphdef, state, state_sharding, lr_fn): split (model, optimizer) on the mesh."""
-  model = build_model(config)
   tx, lr_fn = make_optimizer(config)
-  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-  graphdef, state = nnx.split((model, optimizer))
-  state_sharding = shard_lib.state_shardings(mesh, state)
-  return graphdef, shard_lib.put(state, state_sharding), state_sharding, lr_fn
+  graphdef, state, state_sharding = loop_lib.create_train_state(build_model(config), tx, mesh)
+  return graphdef, state, state_sharding, lr_fn
 
 
 def _mano_terms(pred_z, x0_z, stats, mano):
@@ -153,16 +141,9 @@ def make_train_step(graphdef, config):
       return total, metrics
 
     (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-    grad_norm = optax.tree.norm(grads)
-    optimizer.update(model, grads)
-    new_state = nnx.state((model, optimizer))
-    finite = jax.tree.reduce(jnp.logical_and,
-                             jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), nnx.state(model)),
-                             jnp.bool_(True))
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & finite
-    new_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, state)
-    return new_state, dict(metrics, loss=loss, grad_norm=grad_norm,
-                           nonfinite=(~ok).astype(jnp.float32))
+    new_state, grad_norm, nonfinite = loop_lib.guarded_update(model, optimizer, grads, loss,
+                                                              state)
+    return new_state, dict(metrics, loss=loss, grad_norm=grad_norm, nonfinite=nonfinite)
 
   train_step.traces = 0
   return train_step
@@ -204,101 +185,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
                        in_shardings=(state_sharding, data_sharding, replicated, replicated, None),
                        out_shardings=(state_sharding, replicated), donate_argnums=(0,))
 
-  # Restore (the statistics come back with the state; a resumed run keeps them).
-  mngr = ckpt_lib.manager(workdir, max_to_keep=config.keep_checkpoints,
-                          async_save=config.async_checkpoints)
-  start, restored, _ = ckpt_lib.restore_latest(mngr, {'train': train_state, 'stats': stats})
-  if restored is not None:
-    train_state, stats = restored['train'], restored['stats']
-    if is_main:
-      print(f'resumed from step {start} in {mngr.directory}', flush=True)
-  start = int(start or 0)
-
-  # Loop.
-  meta = {'config': config.to_json_best_effort(), 'stage': 'stage2'}
+  # Restore and loop. The statistics are part of the checkpointed tree: a
+  # resumed run keeps the ones it started with.
   lo = jax.process_index() * local_batch
-  pbar = None
-  if is_main and config.progress:
-    from tqdm import tqdm
-    pbar = tqdm(total=num_steps, initial=start, desc='stage2', unit='step', dynamic_ncols=True)
-  means = loop_lib.MetricMeans(config.batch_size, lr_fn, mngr.directory)
-  last, history = {}, []
-  step = start
-  compiled = None
-  with loop_lib.Preemption() as preempt:
-    while step < num_steps:
-      idx = draw_indices(config, step, source)[lo:lo + local_batch]
-      batch = shard_lib.global_batch({'x0': x0_all[idx], 'x_c': xc_all[idx]}, data_sharding)
-      step_arr = jnp.asarray(step, jnp.int32)
-      if compiled is None:
-        # Compile first, then meet the other processes (see stage1).
-        compiled = train_step.lower(train_state, batch, stats, mano, step_arr).compile()
-        shard_lib.barrier('stage2_step_compiled')
-      train_state, m = compiled(train_state, batch, stats, mano, step_arr)
-      step += 1
-      means.add(m)
-      if pbar is not None:
-        pbar.update(1)
-      log_now = step % config.log_every == 0 or step == num_steps
-      # Asked once per step: a SIGTERM arriving after this is seen after
-      # the next step (asked twice, the save could be skipped).
-      stop = preempt.stop(step)
-      save_now = step % config.checkpoint_every == 0 or step == num_steps or stop
-      if log_now or save_now:
-        last = means.means(step)
-        writer.scalars(step, last, console=pbar is None or log_now)
-        history.append(dict(last, step=step))
-      if save_now:
-        ckpt_lib.save(mngr, step, {'train': train_state, 'stats': stats}, None, meta, force=True)
-      if stop:
-        if is_main:
-          print(f'SIGTERM: saved step {step}, exiting', flush=True)
-        break
-  mngr.wait_until_finished()
-  mngr.close()
-  if pbar is not None:
-    pbar.close()
-  writer.flush()
-  writer.close()
-  return {'metrics': last, 'history': history, 'step': step,
-          'train_step_traces': step_fn.traces, 'state': train_state, 'stats': stats}
 
+  def next_batch(step):
+    idx = draw_indices(config, step, source)[lo:lo + local_batch]
+    return shard_lib.global_batch({'x0': x0_all[idx], 'x_c': xc_all[idx]}, data_sharding), None
 
-def restore(workdir: str, config=None):
-  """(graphdef, model_state, stats numpy, config) of the denoiser in
-  WORKDIR's newest checkpoint (config from the checkpoint unless given)."""
-  mngr = ckpt_lib.manager(workdir, async_save=False)
-  try:
-    steps = mngr.all_steps()
-    if not steps:
-      raise ckpt_lib.CheckpointError(f'no stage-2 checkpoint in {mngr.directory}')
-    if config is None:
-      import orbax.checkpoint as ocp
-      meta = mngr.restore(max(steps), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-      config = ml_collections.ConfigDict(json.loads(meta['meta']['config']))
-    mesh = shard_lib.make_mesh(1)
-    graphdef, train_state, _, _ = create_train_state(config, mesh)
-    like = {'train': train_state,
-            'stats': {'mean': jnp.zeros(state_lib.DIM), 'std': jnp.ones(state_lib.DIM)}}
-    _, restored, _ = ckpt_lib.restore_latest(mngr, like)
-  finally:
-    mngr.close()
-  model, _ = nnx.merge(graphdef, restored['train'])
-  model_graphdef, model_state = nnx.split(model)
-  stats = {k: np.asarray(v) for k, v in restored['stats'].items()}
-  return model_graphdef, model_state, stats, config
-
-
-def load_repair(workdir: str, *, mano_dir=None, config=None, sampling=None):
-  """(jitted gated repair fn, config) from a stage-2 workdir
-  (a2p_jax.diffusion.repair). sampling: {field: value} overriding the
-  config's sampling section (sampling choices do not change the weights)."""
-  from a2p_jax.diffusion import repair as repair_lib
-  graphdef, model_state, stats, config = restore(workdir, config)
-  if sampling:
-    config = config.copy_and_resolve_references()
-    with config.unlocked():
-      for k, v in sampling.items():
-        config.sampling[k] = v
-  models = load_hand_models(mano_dir if mano_dir is not None else (config.data.mano_dir or None))
-  return repair_lib.make_repair(graphdef, model_state, stats, models, config), config
+  meta = {'config': config.to_json_best_effort(), 'stage': 'stage2'}
+  out = loop_lib.run(config, workdir, writer, name='stage2', train_step=train_step,
+                     state=train_state, args=(stats, mano), next_batch=next_batch,
+                     num_steps=num_steps, lr_fn=lr_fn, meta=meta,
+                     pack=lambda state, args: {'train': state, 'stats': args[0]},
+                     unpack=lambda tree, args: (tree['train'], (tree['stats'],) + args[1:]))
+  return {'metrics': out['metrics'], 'history': out['history'], 'step': out['step'],
+          'train_step_traces': step_fn.traces, 'state': out['state'], 'stats': out['args'][0]}

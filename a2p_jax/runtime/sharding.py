@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import jax
 import numpy as np
+from jax._src import distributed  # the coordination service (no public handle)
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ('data', 'fsdp')
@@ -35,7 +36,6 @@ def _coordination(name: str):
   """(coordination-service client, a fresh key for `name`): keys are
   single-use, so each call numbers them (every process calls in the same
   order, so the numbers agree)."""
-  from jax._src import distributed  # the public barrier is a device collective
   n = _key_counts[name] = _key_counts.get(name, 0) + 1
   return distributed.global_state.client, f'a2p_{name}_{n}'
 

@@ -4,13 +4,13 @@ use (400 frames, 2000 perturbed pairs), training 3000 steps ~8 min; held-out
 PenVol 26x lower (benchmarks/diffusion_repair.py). Longer training overfits
 the 2000 pairs (10000 steps: held-out joint error worse than the input).
 
-    python train.py --config configs/diffusion_tiny.py --workdir /tmp/a2p_diffusion
+    python train.py --config a2p_jax/configs/diffusion_tiny.py --workdir /tmp/a2p_diffusion
 
 The synthetic set and the perturbed-ground-truth pairs are generated into
 WORKDIR/data on first use. `get_config('test')`: a few steps, for tests.
 """
 
-from configs import a2p_diffusion
+from a2p_jax.configs import a2p_diffusion
 
 
 def get_config(arg=None):

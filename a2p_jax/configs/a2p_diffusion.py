@@ -1,7 +1,7 @@
 """A2P stage 2 (paper-like settings): the MDM-style conditional diffusion
 model that repairs penetrating two-hand MANO parameters.
 
-    python train.py --config configs/a2p_diffusion.py --workdir DIR \
+    python train.py --config a2p_jax/configs/a2p_diffusion.py --workdir DIR \
         --config.data.root=/data/InterHand2.6M --config.data.mano_dir=/data/mano \
         --config.data.pairs_file=pairs_train.npz
 

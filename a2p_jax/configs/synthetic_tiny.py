@@ -1,7 +1,7 @@
 """A small stage-1 model on the synthetic set with oracle priors: trains on
 a 2-core CPU in minutes and visibly learns (the demo uses it).
 
-    python train.py --config configs/synthetic_tiny.py --workdir /tmp/a2p_tiny
+    python train.py --config a2p_jax/configs/synthetic_tiny.py --workdir /tmp/a2p_tiny
 
 The synthetic set (procedural hand, NOT MANO) is generated into
 WORKDIR/data on first use; the oracle teacher's priors too.
@@ -17,7 +17,7 @@ keeps the full augmentation.
 `get_config('test')`: a few steps of an even smaller model, for tests.
 """
 
-from configs import common
+from a2p_jax.configs import common
 
 
 def get_config(arg=None):

@@ -1,6 +1,6 @@
 """A2P stage 1 with the paper's settings on InterHand2.6M.
 
-    python train.py --config configs/a2p_interhand26m.py --workdir /ckpt/a2p \
+    python train.py --config a2p_jax/configs/a2p_interhand26m.py --workdir /ckpt/a2p \
         --config.data.root=/data/InterHand2.6M --config.data.mano_dir=/data/mano \
         --config.data.priors=/data/priors/sapiens_train
 
@@ -9,7 +9,7 @@ divided by 10 at epoch 4, global batch 48. `get_config('cpu')`: the same
 model at batch 2 for trying it on a laptop.
 """
 
-from configs import common
+from a2p_jax.configs import common
 
 
 def get_config(arg=None):

@@ -11,6 +11,7 @@ If checkpoints exist and none restores, training stops with an error
 instead of silently starting from scratch.
 """
 
+import json
 import logging
 import os
 from typing import Any, Optional
@@ -19,7 +20,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from a2p_jax.train.sharding import all_processes, barrier
+from a2p_jax.runtime.sharding import all_processes, barrier
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,6 @@ def restore_exact(mngr: ocp.CheckpointManager, state_like: Any, step: Optional[i
 def read_meta(workdir: str, step: Optional[int] = None) -> tuple:
   """(step, meta dict) of a checkpoint without building a model (the model's
   config and prior channels live there)."""
-  import json
   root = os.path.join(workdir, 'checkpoints')
   steps = sorted(int(s) for s in os.listdir(root) if s.isdigit()) if os.path.isdir(root) else []
   if not steps:

@@ -1,0 +1,1 @@
+"""Runtime: checkpoints, device meshes and shardings, multi-host coordination."""
