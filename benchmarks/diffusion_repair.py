@@ -1,6 +1,6 @@
 """Stage-2 repair on held-out synthetic penetrating pairs, and its latency.
 
-    .venv/bin/python train.py --config configs/diffusion_tiny.py --workdir /tmp/a2p_diffusion
+    .venv/bin/python train.py --config a2p_jax/configs/diffusion_tiny.py --workdir /tmp/a2p_diffusion
     .venv/bin/python benchmarks/diffusion_repair.py --workdir /tmp/a2p_diffusion
 
 Held-out pairs: ground truth of the synthetic set's val+test splits
@@ -33,8 +33,8 @@ from a2p_jax.data.hands import load_hand_models
 from a2p_jax.diffusion import pairs as pairs_lib
 from a2p_jax.diffusion import repair as repair_lib
 from a2p_jax.diffusion import state as state_lib
+from a2p_jax.inference.stage2 import restore
 from a2p_jax.models.denoiser import Denoiser
-from a2p_jax.train import stage2
 from timing import median_s
 
 FOCAL, PRINCPT = 1000.0, 256.0
@@ -131,7 +131,7 @@ def main():
                  help='config overrides, e.g. --set guidance_scale=0.05 --set gate.chunk=8')
   args = p.parse_args()
 
-  graphdef, model_state, stats, config = stage2.restore(args.workdir)
+  graphdef, model_state, stats, config, _ = restore(args.workdir)
   for kv in args.set:  # section.key=value (section defaults to sampling)
     k, v = kv.split('=')
     sec, k = k.split('.') if '.' in k else ('sampling', k)

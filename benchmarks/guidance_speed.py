@@ -12,7 +12,7 @@ drifts hit every row alike:
   collision loss fwd+bwd   geometry.collision_loss value and gradient
   guidance gradient        the whole guide_grad of stage 2 (state -> loss -> d/dstate)
   gate (proxy depth)       the cheap penetration detector of the repair gate
-  denoiser forward         configs/diffusion_tiny.py's denoiser (random weights)
+  denoiser forward         a2p_jax/configs/diffusion_tiny.py's denoiser (random weights)
 Hands: the procedural hand (not MANO), the left pushed into the right.
 """
 

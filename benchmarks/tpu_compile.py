@@ -3,7 +3,7 @@
     pip install -r requirements-tpu.txt      # or: pip install -e .[tpu]
     python benchmarks/tpu_compile.py [--topologies v5e-4,v5e-16,v4-8] [--no_search]
 
-Compiles the paper config's stage-1 train step (configs/a2p_interhand26m.py,
+Compiles the paper config's stage-1 train step (a2p_jax/configs/a2p_interhand26m.py,
 global batch 48, Sapiens priors: 46 channels) for TPU topologies described
 by `jax.experimental.topologies` (libtpu's compiler running on this CPU, no
 TPU attached) and prints a markdown table: per-device memory of the
@@ -289,7 +289,7 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   ap.add_argument('--topologies', default=','.join(DEFAULT_TOPOLOGIES),
                   help=f'comma-separated, from {sorted(TOPOLOGIES)}')
-  ap.add_argument('--config', default='a2p_interhand26m', help='a module in configs/')
+  ap.add_argument('--config', default='a2p_interhand26m', help='a module in a2p_jax/configs/')
   ap.add_argument('--batch', type=int, default=0, help='global batch (default: the config\'s)')
   ap.add_argument('--fsdp', type=int, default=0, help='config.mesh.fsdp (default: the config\'s)')
   ap.add_argument('--prior_channels', type=int, default=SAPIENS_PRIOR_CHANNELS)
@@ -330,7 +330,7 @@ def main(argv=None):
     status = 130
   finally:
     signal.signal(signal.SIGTERM, old_handler)
-  print(f'# stage-1 train step, configs/{args.config}.py, global batch {batch}, '
+  print(f'# stage-1 train step, a2p_jax/configs/{args.config}.py, global batch {batch}, '
         f'mesh.fsdp={config.mesh.fsdp}, {args.prior_channels} prior channels, float32; '
         f'compiled on {platform.machine()} ({os.cpu_count()} cores), jax {jax.__version__}, '
         f'libtpu {libtpu_version()}')

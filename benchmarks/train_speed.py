@@ -2,8 +2,8 @@
 
     python benchmarks/train_speed.py [--steps 5] [--paper_batch 2]
 
-For the tiny config (configs/synthetic_tiny.py) and the paper config
-(configs/a2p_interhand26m.py, at a small batch on CPU): compile time, median
+For the tiny config (a2p_jax/configs/synthetic_tiny.py) and the paper config
+(a2p_jax/configs/a2p_interhand26m.py, at a small batch on CPU): compile time, median
 step time, examples/s, the step's FLOPs from XLA's cost analysis, and the
 achieved FLOP/s as a share of a large float32 matmul's rate measured in the
 same run (the practical floor on this CPU). Inputs are random arrays of the

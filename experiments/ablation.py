@@ -2,9 +2,9 @@
 
     python experiments/ablation.py --out /tmp/a2p_ablation [--steps 600] [--frames 200]
 
-Rows (fixed seed, same data, same schedule; configs/synthetic_tiny.py):
+Rows (fixed seed, same data, same schedule; a2p_jax/configs/synthetic_tiny.py):
   baseline (no priors) -> + keypoint prior -> + segmentation -> + depth
-  -> + penetration diffusion (stage 2, configs/diffusion_tiny.py)
+  -> + penetration diffusion (stage 2, a2p_jax/configs/diffusion_tiny.py)
 and the distillation gap: the full model with the oracle teacher's maps at
 inference (F_p) instead of the FAE's (F_fae). Columns: MRRPE, MPJPE,
 MPJPE-XY, MPJPE-Z (InterWild protocol, mm), IH-MPJPE and PenVol (cm^3,
@@ -61,8 +61,8 @@ def main(argv=None):
   ap.add_argument('--out', required=True)
   ap.add_argument('--steps', type=int, default=600, help='stage-1 steps per row')
   ap.add_argument('--frames', type=int, default=200, help='synthetic frames (x4 cameras)')
-  ap.add_argument('--stage2_steps', type=int, default=0, help='0: configs/diffusion_tiny.py')
-  ap.add_argument('--stage2_pairs', type=int, default=0, help='0: configs/diffusion_tiny.py')
+  ap.add_argument('--stage2_steps', type=int, default=0, help='0: a2p_jax/configs/diffusion_tiny.py')
+  ap.add_argument('--stage2_pairs', type=int, default=0, help='0: a2p_jax/configs/diffusion_tiny.py')
   ap.add_argument('--stage2', default='', help='an existing stage-2 workdir to use instead')
   ap.add_argument('--stage2_keep', default=None,
                   help="the repair's sampling.keep (default: the stage-2 checkpoint's config)")
@@ -78,7 +78,7 @@ def main(argv=None):
   from a2p_jax.teacher import precompute, store as store_lib
   from a2p_jax.train import input as input_lib
   from a2p_jax.train import stage1, stage2
-  from configs import diffusion_tiny, synthetic_tiny
+  from a2p_jax.configs import diffusion_tiny, synthetic_tiny
 
   out = os.path.abspath(args.out)
   os.makedirs(out, exist_ok=True)
@@ -104,12 +104,14 @@ def main(argv=None):
   for name, groups in ROWS:
     c = config(groups)
     c.data.root = root
-    workdir = os.path.join(out, 'stage1_' + (groups.replace(',', '+') or 'none'))
+    tag = groups.replace(',', '+') or 'none'
+    workdir = os.path.join(out, 'stage1_' + tag)
     print(f'\n== {name}: {workdir}', flush=True)
     t0 = time.time()
     stage1.train_and_evaluate(c, workdir)
     timings[name] = time.time() - t0
-    summ = eval_run.evaluate_checkpoint(workdir, os.path.join(workdir, 'eval'), root=root,
+    # Scores go beside the run, never into it (evaluation only reads a run).
+    summ = eval_run.evaluate_checkpoint(workdir, os.path.join(out, 'eval_' + tag), root=root,
                                         split='test')
     results.append((name, summ))
   full = workdir

@@ -9,7 +9,7 @@ seeds). Steps, each cached in OUT (rerunning resumes):
      checkpoints (every row at each of --pair_steps: weaker models than the
      final one, as the paper asks) on the train split, with their ground
      truth (a2p_jax.diffusion.pairs.prediction_pairs);
-  2. configs/diffusion_tiny.py trained twice on the same perturbed-ground-
+  2. a2p_jax/configs/diffusion_tiny.py trained twice on the same perturbed-ground-
      truth pairs (i): alone, and mixed with pairs (ii)
      (config.data.stage1_fraction of each batch);
   3. each --eval run's full stage-1 model (keypoint+segmentation+depth)
@@ -39,6 +39,7 @@ def prediction_pairs(ablation: str, steps, out: str) -> str:
   """Pairs (ii) of every row checkpoint of an ablation run (cached per checkpoint)."""
   from a2p_jax.data.hands import load_hand_models
   from a2p_jax.data.interhand26m import InterHand26M
+  from a2p_jax import build_pairs
   from a2p_jax.diffusion import pairs as pairs_lib
   path = os.path.join(out, 'pairs_stage1_steps_' + '_'.join(map(str, steps)) + '.npz')
   if os.path.exists(path):
@@ -52,7 +53,7 @@ def prediction_pairs(ablation: str, steps, out: str) -> str:
       part = os.path.join(out, 'pairs', f'{row}_{step}.npz')
       if not os.path.exists(part):
         t = time.time()
-        fn = pairs_lib.stage1_predict_fn(os.path.join(ablation, 'stage1_' + row), step=step)
+        fn = build_pairs.stage1_predict_fn(os.path.join(ablation, 'stage1_' + row), step=step)
         g, c = pairs_lib.prediction_pairs(fn, ds, models, progress=False, min_depth_m=1e-3)
         pairs_lib.save(part, g, c, source=np.ones(len(g['betas'])))
         print(f'pairs (ii) {row} step {step}: {len(g["betas"])} of {len(ds)} train images '
@@ -67,7 +68,7 @@ def prediction_pairs(ablation: str, steps, out: str) -> str:
 def train_stage2(ablation: str, out: str, name: str, seed: int, steps: int, stage1_pairs: str,
                  fraction: float) -> str:
   from a2p_jax.train import stage2
-  from configs import diffusion_tiny
+  from a2p_jax.configs import diffusion_tiny
   c = diffusion_tiny.get_config()
   c.data.root = os.path.join(ablation, 'data', 'synthetic')
   c.progress = False
@@ -116,7 +117,7 @@ def main(argv=None):
   ap.add_argument('--steps', type=int, default=0, help='stage-2 steps (0: the tiny config)')
   ap.add_argument('--seed', type=int, default=0)
   args = ap.parse_args(argv)
-  from configs import diffusion_tiny
+  from a2p_jax.configs import diffusion_tiny
 
   out = os.path.abspath(args.out)
   os.makedirs(out, exist_ok=True)
