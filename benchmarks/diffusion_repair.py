@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from a2p_jax import geometry
+from a2p_jax.arrays import pad_batch
 from a2p_jax.data.hands import load_hand_models
 from a2p_jax.diffusion import pairs as pairs_lib
 from a2p_jax.diffusion import repair as repair_lib
@@ -70,12 +71,8 @@ def run(repair, params, bx, chunk=64):
   for s in range(0, n, chunk):
     p = {k: v[s:s + chunk] for k, v in params.items()}
     m = len(p['betas'])
-    if m < chunk:  # pad: one compiled shape
-      p = {k: np.concatenate([v, np.repeat(v[-1:], chunk - m, 0)]) for k, v in p.items()}
-      b = np.concatenate([bx[s:s + chunk], np.repeat(bx[s + m - 1:s + m], chunk - m, 0)])
-    else:
-      b = bx[s:s + chunk]
-    o, info = repair(p, b, jax.random.key(s))
+    # Padded: one compiled shape.
+    o, info = repair(pad_batch(p, chunk), pad_batch(bx[s:s + chunk], chunk), jax.random.key(s))
     outs.append({k: np.asarray(v)[:m] for k, v in o.items()})
     gated.append(np.asarray(info['gated'])[:m])
   return pairs_lib.concat(*outs), np.concatenate(gated)
