@@ -37,6 +37,21 @@ def test_seal_is_watertight_and_outward():
   np.testing.assert_allclose(sv[-1], v[loop].mean(0), atol=1e-7)
 
 
+def test_seal_numpy_in_numpy_out():
+  """numpy vertices (CPU geometry in float64, e.g. the synthetic set's contact
+  placement) get numpy back: the same outward caps as the jax path."""
+  v, f = meshes.open_sphere()
+  v64 = np.asarray(v, np.float64)
+  sv, sf = geometry.seal(v64, f)
+  assert isinstance(sv, np.ndarray) and sv.dtype == np.float64
+  jv, jf = geometry.seal(jnp.asarray(v), f)
+  np.testing.assert_array_equal(sf, jf)
+  np.testing.assert_allclose(sv, jv, atol=1e-7)
+  np.testing.assert_allclose(sv[-1], v64[geometry.boundary_loops(f)[0]].mean(0), atol=1e-15)
+  m = _trimesh(sv, sf)
+  assert m.is_watertight and m.is_winding_consistent and m.volume > 0
+
+
 def test_seal_closed_mesh_is_identity():
   v, f = meshes.sphere()
   sv, sf = geometry.seal(jnp.asarray(v), f)

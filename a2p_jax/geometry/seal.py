@@ -71,14 +71,18 @@ class Sealer:
   num_loops: int
 
   def __call__(self, vertices):
-    """vertices (..., V, 3) -> (sealed vertices (..., V + N_new, 3), faces (F', 3))."""
+    """vertices (..., V, 3) -> (sealed vertices (..., V + N_new, 3), faces (F', 3)).
+
+    numpy in: numpy out in its dtype (float64 geometry on the CPU, e.g. the
+    synthetic set's contact placement); anything else: jax (jit/grad safe)."""
     if vertices.shape[-2] != self.num_vertices:
       raise ValueError(f'Sealer built for {self.num_vertices} vertices, got '
                        f'vertices of shape {vertices.shape}')
     if self.mix.shape[0] == 0:
       return vertices, self.faces
-    new = jnp.einsum('nv,...vd->...nd', jnp.asarray(self.mix, vertices.dtype), vertices)
-    return jnp.concatenate([vertices, new], axis=-2), self.faces
+    xp = np if isinstance(vertices, np.ndarray) else jnp
+    new = xp.einsum('nv,...vd->...nd', xp.asarray(self.mix, vertices.dtype), vertices)
+    return xp.concatenate([vertices, new], axis=-2), self.faces
 
 
 def _cap(loop, first_new, num_vertices, n_rings):
@@ -138,6 +142,7 @@ def seal(vertices, faces):
 
   vertices (..., V, 3) m, faces (F, 3) concrete int -> (vertices (..., V + L, 3),
   faces (F + sum of loop lengths, 3)) with L loops; the input comes first, so
-  vertex and face ids are unchanged. Jit-able in the vertices.
+  vertex and face ids are unchanged. Jit-able in the vertices; numpy vertices
+  give numpy (`Sealer.__call__`).
   """
   return make_sealer(faces, vertices.shape[-2])(vertices)
