@@ -12,11 +12,13 @@ import pytest
 from PIL import Image
 
 import mano_jax
-from a2p_jax import geometry
+from a2p_jax.data import contact
 from a2p_jax.data import hands
 from a2p_jax.data import poses
 from a2p_jax.data import raster
+from a2p_jax.data import render
 from a2p_jax.data import synthetic
+from a2p_jax.data import synthetic_frames
 
 OPTS = synthetic.Options(num_frames=8, seed=0, num_cameras=2, penetrating_fraction=0.25,
                          single_hand_fraction=0.25, frames_per_capture=4)
@@ -40,7 +42,7 @@ def load_split(root, split):
 
 def all_images(root):
   """(split, split files, image entry, annotation) for every image."""
-  for split in synthetic.SPLITS:
+  for split in synthetic_frames.SPLITS:
     if not os.path.isdir(os.path.join(root, 'annotations', split)):
       continue
     rec = load_split(root, split)
@@ -97,7 +99,7 @@ def test_world_joints_are_mano_of_the_world_fit(dataset):
     world = np.asarray(j3d['world_coord'])
     valid = np.asarray(j3d['joint_valid'])[:, 0]
     for side, model, sl in (('right', right, slice(0, 21)), ('left', left, slice(21, 42))):
-      present = side in synthetic.present_sides(j3d['hand_type'])
+      present = side in synthetic_frames.present_sides(j3d['hand_type'])
       assert (fits[side] is not None) == present
       np.testing.assert_array_equal(valid[sl], float(present))
       if not present:
@@ -126,7 +128,7 @@ def test_priors_agree_with_cameras_and_joints(dataset):
     seg, depth = pr['segmentation'], pr['depth']
     assert seg.dtype == np.uint8 and depth.dtype == np.float16
     assert seg.shape == depth.shape == (512, 334)
-    assert seg.max() < synthetic.NUM_PART_LABELS
+    assert seg.max() < render.NUM_PART_LABELS
     np.testing.assert_array_equal(seg > 0, depth > 0)
     # Labels only of the hands that are there.
     hand_type = ann['hand_type']
@@ -142,7 +144,7 @@ def test_priors_agree_with_cameras_and_joints(dataset):
     for k in np.flatnonzero(vis):
       u, v = np.round(pr['keypoints'][k]).astype(int)
       assert (seg[v, u] >= 17) == (k >= 21) and seg[v, u] > 0
-      assert float(depth[v, u]) > joints_cam[k, 2] / 1000.0 - synthetic.VISIBLE_DEPTH_M - 1e-3
+      assert float(depth[v, u]) > joints_cam[k, 2] / 1000.0 - render.VISIBLE_DEPTH_M - 1e-3
     # The box holds every hand pixel.
     x, y, w, h = ann['bbox']
     ii, jj = np.nonzero(seg > 0)
@@ -183,7 +185,7 @@ def test_penetrating_fraction_honoured_and_labelled(dataset):
              for s, model in (('right', right), ('left', left))]
     pairs.append(verts)
     labels.append(m['penetration_volume_cm3'])
-  vol = synthetic.penetration_volumes_m3(pairs, (right.faces, left.faces)) * 1e6
+  vol = contact.penetration_volumes_m3(pairs, (right.faces, left.faces)) * 1e6
   np.testing.assert_allclose(vol, labels, rtol=1e-4, atol=1e-6)
   assert np.sum(vol > 0) == len(pen)
 
@@ -227,13 +229,13 @@ def test_cli_image_size_and_errors(tmp_path, capsys):
 
 
 def test_plan_counts_and_splits():
-  opts = synthetic.Options(num_frames=100, penetrating_fraction=0.3, single_hand_fraction=0.2,
-                           frames_per_capture=30)
-  specs = synthetic.plan_frames(opts)
+  opts = synthetic_frames.Options(num_frames=100, penetrating_fraction=0.3,
+                                  single_hand_fraction=0.2, frames_per_capture=30)
+  specs = synthetic_frames.plan_frames(opts)
   assert sum(s.penetrating for s in specs) == 30
   assert sum(s.hand_type != 'interacting' for s in specs) == 20
   assert all(s.hand_type == 'interacting' for s in specs if s.penetrating)
-  assert [sum(s.split == k for s in specs) for k in synthetic.SPLITS] == [80, 10, 10]
+  assert [sum(s.split == k for s in specs) for k in synthetic_frames.SPLITS] == [80, 10, 10]
   captures = {}
   for s in specs:
     captures.setdefault(s.capture, set()).add(s.split)
@@ -244,20 +246,20 @@ def test_plan_counts_and_splits():
 
 
 def test_part_label_table():
-  assert synthetic.PART_LABELS[1] == 'right_palm'
-  assert synthetic.PART_LABELS[2] == 'right_thumb_proximal'
-  assert synthetic.PART_LABELS[16] == 'right_pinky_distal'
-  assert synthetic.PART_LABELS[17] == 'left_palm'
-  assert synthetic.PART_LABELS[32] == 'left_pinky_distal'
+  assert render.PART_LABELS[1] == 'right_palm'
+  assert render.PART_LABELS[2] == 'right_thumb_proximal'
+  assert render.PART_LABELS[16] == 'right_pinky_distal'
+  assert render.PART_LABELS[17] == 'left_palm'
+  assert render.PART_LABELS[32] == 'left_pinky_distal'
   right, left = hands.load_hand_models()
-  lab_r, lab_l = synthetic.part_labels(right, 'right'), synthetic.part_labels(left, 'left')
+  lab_r, lab_l = render.part_labels(right, 'right'), render.part_labels(left, 'left')
   assert set(lab_r.tolist()) == set(range(1, 17))
   np.testing.assert_array_equal(lab_l, lab_r + 16)  # the left hand mirrors the right
   # Fingertip vertices belong to their finger's distal segment.
   faces = np.asarray(right.faces)
   for k, tip in enumerate(right.tip_ids):
     f = np.flatnonzero(np.any(faces == tip, 1))
-    assert np.all(lab_r[f] == 2 + 3 * k + 2), synthetic.FINGERS[k]
+    assert np.all(lab_r[f] == 2 + 3 * k + 2), render.FINGERS[k]
 
 
 def test_contact_distance_of_two_unit_cubes():
@@ -266,9 +268,9 @@ def test_contact_distance_of_two_unit_cubes():
   f = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
                 [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
   jitter = np.array([0.0, 0.013, 0.021])  # off the shared edges
-  t = synthetic.contact_distance(v, f, v + jitter, f, [1.0, 0.0, 0.0])
+  t = contact.contact_distance(v, f, v + jitter, f, [1.0, 0.0, 0.0])
   np.testing.assert_allclose(t, 1.0, atol=1e-12)
-  t = synthetic.contact_distance(v, f, v + jitter, f, [1.0, 1.0, 0.0])
+  t = contact.contact_distance(v, f, v + jitter, f, [1.0, 1.0, 0.0])
   np.testing.assert_allclose(t, np.sqrt(2) * (1 - 0.013), atol=1e-12)
 
 
@@ -301,15 +303,14 @@ def test_decompose_compose_round_trip():
 
 
 def test_orientation_spread_bounds_hand_rotations_and_camera_azimuths():
-  from a2p_jax.data import poses
   rng = np.random.default_rng(0)
   angles = [np.linalg.norm(poses.random_rotvec(rng, np.radians(45))) for _ in range(500)]
   assert max(angles) <= np.radians(45) + 1e-12 and min(angles) < np.radians(10)
   full = [np.linalg.norm(poses.random_rotvec(rng)) for _ in range(500)]
   assert max(full) > np.radians(150)  # uniform over SO(3) by default
-  rig = synthetic.sample_rig(np.random.default_rng(1), 16, 512, 334, azimuth_deg=30.0)
+  rig = synthetic_frames.sample_rig(np.random.default_rng(1), 16, 512, 334, azimuth_deg=30.0)
   for cam in rig.values():
     pos = np.asarray(cam['campos'])
     assert abs(np.degrees(np.arctan2(pos[1], pos[0]))) <= 30.0 + 1e-9
   with pytest.raises(ValueError, match='orientation_deg'):
-    synthetic.Options(num_frames=4, orientation_deg=0.0).validate()
+    synthetic_frames.Options(num_frames=4, orientation_deg=0.0).validate()
