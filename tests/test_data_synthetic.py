@@ -272,6 +272,9 @@ def test_contact_distance_of_two_unit_cubes():
   np.testing.assert_allclose(t, 1.0, atol=1e-12)
   t = contact.contact_distance(v, f, v + jitter, f, [1.0, 1.0, 0.0])
   np.testing.assert_allclose(t, np.sqrt(2) * (1 - 0.013), atol=1e-12)
+  # Either winding: the generator seals with geometry.seal's outward caps.
+  t = contact.contact_distance(v, f[:, ::-1], v + jitter, f[:, ::-1], [1.0, 1.0, 0.0])
+  np.testing.assert_allclose(t, np.sqrt(2) * (1 - 0.013), atol=1e-12)
 
 
 def test_pose_limits_hold_and_mean_pose_is_inside():

@@ -13,6 +13,7 @@ import numpy as np
 
 import mano_jax
 from a2p_jax import geometry
+from a2p_jax.arrays import pad_batch
 from a2p_jax.data.synthetic_frames import SIDES
 
 # Pairs per penetration_volume call: one compiled shape whatever the chunk.
@@ -54,7 +55,8 @@ def contact_distance(verts_a, faces_a, verts_b, faces_b, direction):
   """Smallest t (m) such that moving closed mesh B by t' * direction, for every
   t' > t, puts no vertex of either mesh across the other's surface: B moved by
   t + gap touches nothing, by t - depth it is pushed in. Vertices only (edge
-  crossings between vertices are not seen; they are sub-millimetre here)."""
+  crossings between vertices are not seen; they are sub-millimetre here).
+  Either winding: only where lines meet the triangles counts."""
   d = np.asarray(direction, np.float64)
   d /= np.linalg.norm(d)
   e1 = np.cross(d, [1.0, 0, 0] if abs(d[0]) < 0.9 else [0, 1.0, 0])
@@ -80,30 +82,12 @@ class ManoBatch:
   def __call__(self, k, pose, shape, trans):
     """Model k on (n, 48), (n, 10), (n, 3) -> vertices, joints, normals numpy."""
     n = len(pose)
-    pad = lambda x: np.concatenate([x, np.repeat(x[-1:], self.batch - n, 0)])
     m = self.models[k]
-    out = mano_jax.forward(m, pad(pose), pad(shape), pad(trans), joint_order='interhand')
+    out = mano_jax.forward(m, pad_batch(pose, self.batch), pad_batch(shape, self.batch),
+                           pad_batch(trans, self.batch), joint_order='interhand')
     normals = _vertex_normals(out.vertices, m.faces)
     return (np.asarray(out.vertices)[:n], np.asarray(out.joints)[:n],
             np.asarray(normals)[:n])
-
-
-def seal_fans(faces, num_vertices):
-  """Fan faces (K, 3) closing each boundary loop at a new centroid vertex, and
-  the loops; the centroid of loop k is vertex num_vertices + k."""
-  loops = geometry.boundary_loops(np.asarray(faces))
-  fans = []
-  for k, loop in enumerate(loops):
-    nxt = np.roll(loop, -1)
-    fans.append(np.stack([loop, nxt, np.full_like(loop, num_vertices + k)], 1))
-  return (np.concatenate(fans) if fans else np.zeros((0, 3), np.int64)), loops
-
-
-def sealed(verts_Vx3, faces, fans, loops):
-  """Closed copy (vertices, faces) of an open mesh: loop centroids appended."""
-  caps = [verts_Vx3[loop].mean(0) for loop in loops]
-  v = np.concatenate([verts_Vx3] + [c[None] for c in caps]) if caps else verts_Vx3
-  return v, np.concatenate([np.asarray(faces, np.int64), fans])
 
 
 def penetration_volumes_m3(pairs, faces):
@@ -118,11 +102,10 @@ def penetration_volumes_m3(pairs, faces):
   return np.concatenate(vols)[:len(pairs)] if vols else np.zeros(0)
 
 
-def solve_chunk(specs, draws, mano: ManoBatch, seal_info):
+def solve_chunk(specs, draws, mano: ManoBatch):
   """World MANO fits, meshes and penetration volumes of a chunk of frames.
 
-  specs: `synthetic_frames.FrameSpec`s, draws: their `sample_frame`s,
-  seal_info: `seal_fans` of the (right, left) faces.
+  specs: `synthetic_frames.FrameSpec`s, draws: their `sample_frame`s.
   Returns per frame a dict: 'trans' {side: (3,) float32}, 'verts' / 'joints'
   / 'normals' {side: array}, 'volume_cm3', 'offset_m' (final gap, < 0 when
   pushed in).
@@ -132,16 +115,16 @@ def solve_chunk(specs, draws, mano: ManoBatch, seal_info):
   zero = np.zeros((n, 3), np.float32)
   rest = [mano(k, stack('pose', s), stack('shape', s), zero) for k, s in enumerate(SIDES)]
   faces = [m.faces for m in mano.models]
+  sealers = [geometry.make_sealer(m.faces, m.num_vertices) for m in mano.models]
   centroids = [r[0].mean(1).astype(np.float64) for r in rest]
 
   def contact(i):
     if specs[i].hand_type != 'interacting':
       return 0.0
-    va = sealed(rest[0][0][i].astype(np.float64), faces[0], *seal_info[0])
+    va, fa = sealers[0](rest[0][0][i].astype(np.float64))
     # B at t = 0: its centroid on A's, so it is surely inside.
-    vb = rest[1][0][i].astype(np.float64) + (centroids[0][i] - centroids[1][i])
-    vb = sealed(vb, faces[1], *seal_info[1])
-    return contact_distance(va[0], va[1], vb[0], vb[1], draws[i]['direction'])
+    vb, fb = sealers[1](rest[1][0][i].astype(np.float64) + (centroids[0][i] - centroids[1][i]))
+    return contact_distance(va, fa, vb, fb, draws[i]['direction'])
 
   t_contact = [contact(i) for i in range(n)]
   offsets = np.array([d['offset_m'] for d in draws])

@@ -157,7 +157,6 @@ def generate(out_dir, opts: Options, *, progress=True):
   priors = [poses.pose_prior(m, coeffs_std) for m in models]
   part_faces = {s: (np.asarray(m.faces, np.int64), render.part_labels(m, s))
                 for s, m in zip(SIDES, models)}
-  seal_info = [contact.seal_fans(m.faces, m.num_vertices) for m in models]
   specs = plan_frames(opts)
   captures = sorted({s.capture for s in specs})
   rigs = {c: sample_rig(np.random.default_rng([opts.seed, RIG_STREAM, c]), opts.num_cameras,
@@ -189,7 +188,7 @@ def generate(out_dir, opts: Options, *, progress=True):
       chunk = specs[start:start + opts.chunk_frames]
       draws = [sample_frame(opts.seed, s, priors, opts.orientation_deg) for s in chunk]
       # Contacts in this thread: the pool is busy rendering the previous chunk.
-      results = contact.solve_chunk(chunk, draws, mano, seal_info)
+      results = contact.solve_chunk(chunk, draws, mano)
       # Views of the previous chunk rendered while this one was solved.
       for job in pending:
         finish(job)
