@@ -7,6 +7,7 @@ import pytest
 import mano_jax
 from a2p_jax.data import augment
 from a2p_jax.data.hands import load_hand_models
+from a2p_jax.geometry.camera import project
 
 W, H = 334, 512
 FOCAL = np.array([1200.0, 1190.0])
@@ -59,8 +60,8 @@ def test_flipped_mano_lands_on_flipped_joints(example):
 def test_flip_matches_mirrored_pixels(example):
   ex, models = example
   fl = augment.flip(ex, models, W)
-  uv = augment.project(ex['joints_cam'], FOCAL, PRINCPT)
-  uv_f = augment.project(fl['joints_cam'], FOCAL, fl['camera']['princpt'])
+  uv = project(ex['joints_cam'], FOCAL, PRINCPT)
+  uv_f = project(fl['joints_cam'], FOCAL, fl['camera']['princpt'])
   swapped = np.concatenate([uv_f[21:], uv_f[:21]])
   np.testing.assert_allclose(swapped[:, 0], W - 1 - uv[:, 0], atol=1e-9)
   np.testing.assert_allclose(swapped[:, 1], uv[:, 1], atol=1e-9)
@@ -86,8 +87,8 @@ def test_rotate_3d_matches_crop_rotation(example):
   a0 = augment.crop_affine(PRINCPT, 300.0, (300, 300))
   # (Exact for equal focal lengths: use one focal length for the check.)
   f = FOCAL.mean()
-  uv = augment.project(ex['joints_cam'], (f, f), PRINCPT)
-  uv_r = augment.project(ro['joints_cam'], (f, f), PRINCPT)
+  uv = project(ex['joints_cam'], (f, f), PRINCPT)
+  uv_r = project(ro['joints_cam'], (f, f), PRINCPT)
   np.testing.assert_allclose(augment.apply_affine(a, uv), augment.apply_affine(a0, uv_r),
                              atol=1e-6)
 

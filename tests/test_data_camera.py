@@ -1,12 +1,14 @@
 """Camera transforms, float64 rotations and moving MANO fits into camera space."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import mano_jax
-from a2p_jax.data import camera, raster
+from a2p_jax.data import camera
 from a2p_jax.data.hands import load_hand_models
+from a2p_jax.geometry.camera import project
 
 
 def random_rotation(rng, n=None):
@@ -32,10 +34,16 @@ def test_project_vs_reference():
   rng = np.random.default_rng(1)
   pts = rng.normal(0, 0.1, (10, 3)) + [0, 0, 0.8]
   focal, princpt = np.array([1200.0, 1210.0]), np.array([160.0, 250.0])
-  np.testing.assert_allclose(camera.project(pts, focal, princpt),
-                             raster.project(pts, focal, princpt), rtol=1e-12)
   u = focal[0] * pts[:, 0] / pts[:, 2] + princpt[0]
-  np.testing.assert_allclose(camera.project(pts, focal, princpt)[:, 0], u, rtol=1e-12)
+  v = focal[1] * pts[:, 1] / pts[:, 2] + princpt[1]
+  got = project(pts, focal, princpt)
+  np.testing.assert_allclose(got, np.stack([u, v], -1), rtol=1e-12)
+  # numpy in any dtype: float64 out; jax in: jax out in its dtype.
+  assert project(pts.astype(np.float32), list(focal), princpt).dtype == np.float64
+  # (1, 2) intrinsics: the tests run with jax_numpy_rank_promotion='raise'.
+  got_jax = project(jnp.asarray(pts, jnp.float32), focal[None], princpt[None])
+  assert isinstance(got_jax, jax.Array) and got_jax.dtype == jnp.float32
+  np.testing.assert_allclose(got_jax, got, rtol=1e-5)
 
 
 def test_rotations_vs_reference():

@@ -12,6 +12,7 @@ from PIL import Image
 import mano_jax
 from a2p_jax.data import hic
 from a2p_jax.data.interhand26m import AnnotationError
+from a2p_jax.geometry.camera import project
 
 # InterHand order per hand -> index into MANO's 16 joints + 5 tips, written out
 # by hand as the reference (thumb4..1, index4..1, middle4..1, ring4..1,
@@ -118,7 +119,7 @@ def test_items_and_joints_vs_reference(hic_root, models):
       np.testing.assert_array_equal(ex['bbox'], t['bbox'])
   # No bbox in the annotation: the box of the projected meshes.
   ex = ds[3]
-  uv = np.concatenate([hic.cam_lib.project(v, [525.0, 525.0], [319.5, 239.5])
+  uv = np.concatenate([project(v, [525.0, 525.0], [319.5, 239.5])
                        for v in ex['verts'].values()])
   np.testing.assert_allclose(ex['bbox'], [*uv.min(0), *(uv.max(0) - uv.min(0))], atol=1e-9)
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from a2p_jax.data import raster
+from a2p_jax.geometry.camera import project
 
 
 def icosphere(subdiv):
@@ -52,7 +53,7 @@ def test_triangle_coverage_is_the_pixel_centres_inside():
 def test_depth_is_the_plane_along_each_pixel_ray():
   focal, princpt = np.array([300.0, 310.0]), np.array([32.0, 24.0])
   tri = np.array([[-0.2, -0.15, 1.0], [0.25, -0.1, 1.6], [0.0, 0.2, 2.2]])
-  uv = raster.project(tri, focal, princpt)
+  uv = project(tri, focal, princpt)
   depth, face, bary = raster.rasterize(uv, tri[:, 2], np.array([[0, 1, 2]]), 48, 64)
   ii, jj = np.nonzero(face == 0)
   assert len(ii) > 100
@@ -90,7 +91,7 @@ def test_sphere_silhouette_area_and_nearest_depth():
   radius, dist, f = 0.1, 1.0, 400.0
   pts = verts * radius + np.array([0.0, 0.0, dist])
   princpt = np.array([80.0, 80.0])
-  uv = raster.project(pts, [f, f], princpt)
+  uv = project(pts, [f, f], princpt)
   depth, face, _ = raster.rasterize(uv, pts[:, 2], faces, 161, 161)
   # On the axis the silhouette is a circle of radius f r / sqrt(d^2 - r^2).
   r_img = f * radius / np.sqrt(dist**2 - radius**2)

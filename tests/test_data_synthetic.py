@@ -15,10 +15,10 @@ import mano_jax
 from a2p_jax.data import contact
 from a2p_jax.data import hands
 from a2p_jax.data import poses
-from a2p_jax.data import raster
 from a2p_jax.data import render
 from a2p_jax.data import synthetic
 from a2p_jax.data import synthetic_frames
+from a2p_jax.geometry.camera import project
 
 OPTS = synthetic.Options(num_frames=8, seed=0, num_cameras=2, penetrating_fraction=0.25,
                          single_hand_fraction=0.25, frames_per_capture=4)
@@ -120,7 +120,7 @@ def test_priors_agree_with_cameras_and_joints(dataset):
     world = np.asarray(rec['joint_3d'][cap][fr]['world_coord'])
     valid = np.asarray(rec['joint_3d'][cap][fr]['joint_valid'])[:, 0] > 0
     joints_cam = (world - pos) @ rot.T
-    uv = raster.project(joints_cam, cam['focal'][camid], cam['princpt'][camid])
+    uv = project(joints_cam, cam['focal'][camid], cam['princpt'][camid])
     pr = np.load(os.path.join(root, 'priors', split, img['file_name'][:-4] + '.npz'))
     assert set(pr.files) == {'keypoints', 'keypoint_visible', 'segmentation', 'depth'}
     np.testing.assert_allclose(pr['keypoints'][valid], uv[valid], atol=1e-3)

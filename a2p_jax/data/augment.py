@@ -30,6 +30,7 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 import mano_jax  # for the ManoModel type only: this module never calls JAX
+from a2p_jax.geometry import camera
 
 HANDS = ('right', 'left')
 NUM_JOINTS = 21  # per hand; two-hand arrays are right 0-20, left 21-41
@@ -41,10 +42,8 @@ def rot_z(angle_rad: float) -> np.ndarray:
   return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def project(points_cam: np.ndarray, focal, princpt) -> np.ndarray:
-  """(..., 3) camera-space points -> (..., 2) pixels (pinhole)."""
-  z = points_cam[..., 2:3]
-  return points_cam[..., :2] / z * np.asarray(focal) + np.asarray(princpt)
+# Callers outside a2p_jax.data are moving to geometry.camera.project; remove then.
+project = camera.project
 
 
 def wrist_of(model: mano_jax.ManoModel, shape) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 Conventions (InterHand2.6M / OpenCV): camera x right, y down, z forward;
 a world point X (mm) is X_cam = camrot @ (X - campos) (mm); a camera point
-projects to u = fx x / z + px, v = fy y / z + py (pixels). Rotations act on
-column vectors; axis-angle vectors are radians.
+projects to u = fx x / z + px, v = fy y / z + py (pixels,
+`a2p_jax.geometry.camera.project`). Rotations act on column vectors;
+axis-angle vectors are radians.
 
 MANO fits (InterHand2.6M's NeuralAnnot) are world space with trans in metres.
 MANO's global orient turns the hand about the shape's rest wrist joint j0,
@@ -24,8 +25,7 @@ ROTATION_TOL = 1e-4
 def world_to_camera(points_mm, campos_mm, camrot):
   """(..., 3) world mm -> (..., 3) camera mm: camrot @ (x - campos)."""
   points = np.asarray(points_mm, np.float64)
-  d = points - np.asarray(campos_mm, np.float64)
-  return np.einsum('ij,...j->...i', np.asarray(camrot, np.float64), d)
+  return (points - np.asarray(campos_mm, np.float64)) @ np.asarray(camrot, np.float64).T
 
 
 def camera_to_world(points_cam_mm, campos_mm, camrot):
@@ -33,13 +33,6 @@ def camera_to_world(points_cam_mm, campos_mm, camrot):
   points = np.asarray(points_cam_mm, np.float64)
   rot = np.asarray(camrot, np.float64)
   return np.einsum('ji,...j->...i', rot, points) + np.asarray(campos_mm, np.float64)
-
-
-def project(points_cam, focal, princpt):
-  """(..., 3) camera-space points (any unit) -> (..., 2) pixels (u, v)."""
-  points = np.asarray(points_cam, np.float64)
-  return (points[..., :2] / points[..., 2:3] * np.asarray(focal, np.float64)
-          + np.asarray(princpt, np.float64))
 
 
 def rotation_error(rot) -> float:

@@ -37,6 +37,7 @@ import numpy as np
 
 from a2p_jax.data import camera as cam_lib
 from a2p_jax.data.interhand26m import AnnotationError, HAND_TYPES, NUM_JOINTS
+from a2p_jax.geometry.camera import project
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +278,7 @@ class HIC:
     bbox = it['bbox']
     if bbox is None:
       present = [v for v in verts.values() if v is not None]
-      bbox = cam_lib.bbox_of_points(cam_lib.project(np.concatenate(present), focal, princpt))
+      bbox = cam_lib.bbox_of_points(project(np.concatenate(present), focal, princpt))
     if bbox is None:
       h, w = it['image_size']
       bbox = np.array([0.0, 0.0, w, h])

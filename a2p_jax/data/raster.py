@@ -1,29 +1,22 @@
 """A z-buffered triangle rasterizer on the CPU (numba), for the synthetic data.
 
 Conventions (OpenCV / InterHand2.6M): camera x right, y down, z forward (m);
-a point projects to u = fx x / z + px, v = fy y / z + py (pixels), and pixel
-(row i, column j) is sampled at its centre (u, v) = (j, i), so a keypoint at
-(u, v) lies in pixel (round(v), round(u)). A pixel is covered by a triangle
-when its centre is inside or on an edge (no culling: both windings draw).
-Depth is interpolated perspective-correctly (1/z linear in the image), so the
-depth of a pixel is exactly the camera z of the triangle's plane along that
-pixel's ray; the nearest triangle wins, ties go to the lower face index.
-Triangles with a vertex closer than `near` are skipped (no clipping: the
-hands are always far in front of the cameras).
+a point projects to u = fx x / z + px, v = fy y / z + py (pixels,
+`a2p_jax.geometry.camera.project`), and pixel (row i, column j) is sampled
+at its centre (u, v) = (j, i), so a keypoint at (u, v) lies in pixel
+(round(v), round(u)). A pixel is covered by a triangle when its centre is
+inside or on an edge (no culling: both windings draw). Depth is interpolated
+perspective-correctly (1/z linear in the image), so the depth of a pixel is
+exactly the camera z of the triangle's plane along that pixel's ray; the
+nearest triangle wins, ties go to the lower face index. Triangles with a
+vertex closer than `near` are skipped (no clipping: the hands are always far
+in front of the cameras).
 """
 
 import numba
 import numpy as np
 
 NEAR_M = 1e-3
-
-
-def project(points_cam, focal, princpt):
-  """Pinhole projection: (..., 3) camera-space points -> (..., 2) pixels."""
-  points_cam = np.asarray(points_cam, np.float64)
-  z = points_cam[..., 2:3]
-  return (points_cam[..., :2] / z * np.asarray(focal, np.float64)
-          + np.asarray(princpt, np.float64))
 
 
 @numba.njit(cache=True, nogil=True)

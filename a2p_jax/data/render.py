@@ -17,7 +17,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from a2p_jax.data import raster
+from a2p_jax.data.camera import world_to_camera
 from a2p_jax.data.synthetic_frames import NOISE_STREAM, SKIN_RAMP, present_sides
+from a2p_jax.geometry.camera import project
 
 FINGERS = ('thumb', 'index', 'middle', 'ring', 'pinky')
 # MANO joint (0..15) -> part label of the right hand; left = right + 16.
@@ -46,11 +48,6 @@ def part_labels(model, side):
 
 # ----------------------------------------------------------------------------
 # Rendering one view.
-
-def world_to_camera(points_mm, cam):
-  """(..., 3) world mm -> camera mm: camrot @ (x - campos)."""
-  return (np.asarray(points_mm, np.float64) - cam['campos']) @ cam['camrot'].T
-
 
 def background(rng, height, width):
   """A cluttered, textured background (H, W, 3) uint8.
@@ -159,8 +156,9 @@ def render_view(frame, albedo, cam, height, width, rng, part_faces, noise):
   uv, z, faces, attrs, labels = [], [], [], [], []
   offset = 0
   for side in sides:
-    v_cam = world_to_camera(frame['verts'][side].astype(np.float64) * 1000.0, cam) / 1000.0
-    uv.append(raster.project(v_cam, cam['focal'], cam['princpt']))
+    v_mm = frame['verts'][side].astype(np.float64) * 1000.0
+    v_cam = world_to_camera(v_mm, cam['campos'], rot) / 1000.0
+    uv.append(project(v_cam, cam['focal'], cam['princpt']))
     z.append(v_cam[:, 2])
     f, lab = part_faces[side]
     faces.append(f + offset)
@@ -204,8 +202,8 @@ def keypoints_and_visibility(joints_mm, sides, cam, depth, seg):
   vis = np.zeros(42, np.uint8)
   for side in sides:
     sl = slice(0, 21) if side == 'right' else slice(21, 42)
-    j_cam = world_to_camera(joints_mm[side], cam) / 1000.0
-    uv = raster.project(j_cam, cam['focal'], cam['princpt'])
+    j_cam = world_to_camera(joints_mm[side], cam['campos'], cam['camrot']) / 1000.0
+    uv = project(j_cam, cam['focal'], cam['princpt'])
     kp[sl] = uv
     col, row = np.round(uv[:, 0]).astype(int), np.round(uv[:, 1]).astype(int)
     inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
