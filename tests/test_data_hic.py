@@ -92,6 +92,8 @@ def test_items_and_joints_vs_reference(hic_root, models):
   root, truth = hic_root
   ds = hic.HIC(root)
   assert len(ds) == 4
+  np.testing.assert_array_equal(ds.annot_ids, [ds[i]['annot_id'] for i in range(len(ds))])
+  assert ds.annot_ids.dtype == np.int64
   for i, t in enumerate(truth):
     ex = ds[i]
     assert ex['image_path'] == t['image'] and ex['hand_type'] == t['hand_type']
@@ -159,6 +161,7 @@ def test_missing_files_are_counted_or_strict(hic_root, caplog):
   with caplog.at_level(logging.WARNING):
     ds = hic.HIC(root)
   assert len(ds) == 2 and ds.summary['missing_files'] == 2
+  np.testing.assert_array_equal(ds.annot_ids, [0, 3])  # the skipped ones are not there
   assert 'HIC' in caplog.text
   with pytest.raises(FileNotFoundError, match='2 annotations'):
     hic.HIC(root, strict=True)

@@ -236,6 +236,19 @@ def test_missing_images_are_counted_logged_or_strict(data, caplog):
   assert len(open_ds(root, check_images=False)) == len(truth['annotations'])
 
 
+def test_annot_ids_in_example_order(data, tmp_path):
+  """`annot_ids` (from the index, no example read) of the whole set, a subset
+  and a set with a missing image, also from the memory-mapped cache."""
+  root, truth = data
+  ids = [a['annot_id'] for a in truth['annotations']]
+  os.remove(os.path.join(root, 'images', SPLIT, truth['annotations'][2]['file_name']))
+  for ds in (open_ds(root), open_ds(root, subset=[ids[5], ids[0], ids[2]]),
+             open_ds(root, cache=True, cache_dir=str(tmp_path / 'cache'))):
+    assert ds.annot_ids.dtype == np.int64
+    np.testing.assert_array_equal(ds.annot_ids, [ds[i]['annot_id'] for i in range(len(ds))])
+  assert len(ds.annot_ids) == len(ids) - 1 and ids[2] not in ds.annot_ids
+
+
 # ----------------------------------------------------------------------------
 # The index cache.
 

@@ -53,6 +53,10 @@ def test_build_and_read_back_without_tensorflow(tmp_path):
                                rtol=1e-6)
     assert got['mano']['left'] is None and got['hand_type'] == 'interacting'
     assert len(raw) > 0
+  # Without an undecoded twin, annot_ids reads the decoded records.
+  np.testing.assert_array_equal(source.annot_ids,
+                                [source[i]['annot_id'] for i in range(len(source))])
+  assert sorted(source.annot_ids) == [ex['annot_id'] for ex in examples]
   assert 'tensorflow' not in sys.modules
   # The decoded source feeds the grain pipeline directly.
   ds = pipeline.make_dataset(source, cfg=pipeline.AugmentConfig(input_hw=(32, 32)),
@@ -98,6 +102,11 @@ def test_synthetic_end_to_end_tfds_matches_reader(tmp_path):
   ids = [{s[i]['annot_id'] for i in range(len(s))} for s in shares]
   assert len(shares[0]) == len(shares[1]) == len(source) // 2
   assert not ids[0] & ids[1]
+  # annot_ids read with the images left encoded, in example order.
+  for s in [source] + shares:
+    assert s.annot_ids.dtype == np.int64
+    np.testing.assert_array_equal(s.annot_ids, [s[i]['annot_id'] for i in range(len(s))])
+  assert 'tensorflow' not in sys.modules
   # Same examples in the same order -> identical evaluation batches.
   models = load_hand_models()
   cfg = pipeline.AugmentConfig(input_hw=(32, 32))

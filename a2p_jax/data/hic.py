@@ -241,6 +241,11 @@ class HIC:
   def __len__(self) -> int:
     return len(self._items)
 
+  @property
+  def annot_ids(self) -> np.ndarray:
+    """int64 (N,) annotation ids in example order, without reading any mesh."""
+    return np.asarray([it['annot_id'] for it in self._items], np.int64)
+
   def __getstate__(self):
     # Worker processes load the hand models themselves.
     return dict(self.__dict__, _models=None)

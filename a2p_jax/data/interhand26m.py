@@ -661,6 +661,11 @@ class InterHand26M:
   def __len__(self) -> int:
     return len(self._rows)
 
+  @property
+  def annot_ids(self) -> np.ndarray:
+    """int64 (N,) annotation ids in example order, from the index alone."""
+    return np.asarray(self._arrays['annot_id'], np.int64)[self._rows]
+
   def __getstate__(self):
     # Worker processes reopen the memory-mapped cache instead of copying it.
     state = dict(self.__dict__, _models=None)

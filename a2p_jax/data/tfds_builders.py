@@ -186,13 +186,22 @@ def build(dataset: str, manual_dir: str, data_dir: str, *, mano_dir=None, subset
 
 
 class _Decoded:
-  """Random-access view of an array_record split as reader-style examples."""
+  """Random-access view of an array_record split as reader-style examples.
 
-  def __init__(self, source):
+  undecoded: the same split with the images left encoded (`annot_ids` reads
+  every record: decoding every image for it would cost an epoch)."""
+
+  def __init__(self, source, undecoded=None):
     self._source = source
+    self._undecoded = source if undecoded is None else undecoded
 
   def __len__(self):
     return len(self._source)
+
+  @property
+  def annot_ids(self) -> np.ndarray:
+    """int64 (N,) annotation ids in example order."""
+    return np.asarray([self._undecoded[i]['annot_id'] for i in range(len(self))], np.int64)
 
   def __getitem__(self, i):
     return from_record(self._source[i])
@@ -213,7 +222,8 @@ def data_source(dataset: str, split: str, data_dir: str, *, per_process: bool = 
   if per_process:
     split = tfds.split_for_jax_process(split, process_index=process_index,
                                        process_count=process_count, drop_remainder=True)
-  return _Decoded(builder.as_data_source(split=split))
+  return _Decoded(builder.as_data_source(split=split), builder.as_data_source(
+      split=split, decoders={'image': tfds.decode.SkipDecoding()}))
 
 
 def main(argv=None):
