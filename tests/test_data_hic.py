@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import pickle
 
 import jax
 import numpy as np
@@ -127,7 +128,6 @@ def test_items_and_joints_vs_reference(hic_root, models):
 
 
 def test_picklable_for_worker_processes(hic_root):
-  import pickle
   root, _ = hic_root
   ds = hic.HIC(root)
   first = ds[0]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import mano_jax
-from a2p_jax.data import interhand26m, jsonstream
+from a2p_jax.data import interhand26m, jsonstream, synthetic
 from a2p_jax.data.interhand26m import AnnotationError, InterHand26M
 from tests import interhand_fixtures as fx
 
@@ -363,7 +363,6 @@ def test_invalid_json_and_missing_files(data):
 # The synthetic set is read by the same code.
 
 def test_reads_the_synthetic_set(tmp_path, models):
-  from a2p_jax.data import synthetic
   out = str(tmp_path / 'syn')
   synthetic.generate(out, synthetic.Options(num_frames=6, seed=3, num_cameras=2,
                                             image_size=(64, 48), single_hand_fraction=0.3),

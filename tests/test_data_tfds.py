@@ -4,10 +4,12 @@ import subprocess
 import sys
 
 import numpy as np
+import tensorflow_datasets as tfds
 from PIL import Image
 
-from a2p_jax.data import pipeline, tfds_builders
+from a2p_jax.data import pipeline, synthetic, tfds_builders
 from a2p_jax.data.hands import load_hand_models
+from a2p_jax.data.interhand26m import InterHand26M
 
 
 def _fake_examples(tmp_path, n=5):
@@ -38,7 +40,6 @@ def test_build_and_read_back_without_tensorflow(tmp_path):
   examples = _fake_examples(tmp_path)
   FakeHands.EXAMPLES = examples
   builder = FakeHands(data_dir=str(tmp_path / 'tfds'), file_format='array_record')
-  import tensorflow_datasets as tfds
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path)))
   source = tfds_builders._Decoded(builder.as_data_source(split='test'))
@@ -70,8 +71,6 @@ def test_synthetic_end_to_end_tfds_matches_reader(tmp_path):
   """synthetic generator -> TFDS build -> per-process sources -> pipeline:
   the array_record examples equal the reader's, the process shares are
   disjoint and equal-sized, and evaluation batches are identical."""
-  from a2p_jax.data import synthetic
-  from a2p_jax.data.interhand26m import InterHand26M
   root = str(tmp_path / 'syn')
   synthetic.generate(root, synthetic.Options(num_frames=5, seed=1, num_cameras=2,
                                              image_size=(64, 48)), progress=False)

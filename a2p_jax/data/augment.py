@@ -27,6 +27,7 @@ from typing import Optional
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 import mano_jax  # for the ManoModel type only: this module never calls JAX
@@ -200,7 +201,6 @@ def warp_map(m: np.ndarray, affine: np.ndarray, out_hw, *, nearest: bool = False
   is handled by scaling: pass the map and the affine of the image, with
   the map's pixel centres placed on the image's grid.
   """
-  from scipy import ndimage
   m = np.asarray(m)
   squeeze = m.ndim == 2
   if squeeze:

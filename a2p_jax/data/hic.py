@@ -35,7 +35,9 @@ from typing import Optional
 
 import numpy as np
 
+import mano_jax
 from a2p_jax.data import camera as cam_lib
+from a2p_jax.data.hands import load_hand_models
 from a2p_jax.data.interhand26m import AnnotationError, HAND_TYPES, NUM_JOINTS
 from a2p_jax.geometry.camera import project
 
@@ -128,7 +130,6 @@ def read_ply_vertices(path) -> np.ndarray:
 
 def mesh_joints_interhand(model, verts):
   """(V, 3) mesh -> (21, 3) joints in InterHand order: J_regressor + tips."""
-  import mano_jax
   verts = np.asarray(verts, np.float64)
   joints = np.asarray(model.J_regressor, np.float64) @ verts
   tips = verts[np.asarray(model.tip_ids, np.int64)]
@@ -252,7 +253,6 @@ class HIC:
 
   def _hand_models(self):
     if self._models is None:
-      from a2p_jax.data.hands import load_hand_models
       if self.mano_dir is None:
         log.warning('HIC: no mano_dir, so joints are regressed with the procedural hand '
                     '(NOT MANO); pass mano_dir for real HIC meshes')

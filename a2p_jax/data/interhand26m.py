@@ -49,9 +49,11 @@ import tempfile
 from typing import Iterable, Optional, Union
 
 import numpy as np
+from tqdm import tqdm
 
 from a2p_jax.data import camera as cam_lib
 from a2p_jax.data import jsonstream
+from a2p_jax.data.hands import load_hand_models
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +274,6 @@ class _DataColumns:
 
 def _read_data_json(path, progress):
   """Streams data.json into column arrays (images and annotations)."""
-  from tqdm import tqdm
   cols = _DataColumns(os.path.basename(path))
   bar = tqdm(total=os.path.getsize(path), unit='B', unit_scale=True,
              desc=f'index {cols.file}', disable=not progress)
@@ -367,7 +368,6 @@ def _stream_captures(path, needed, progress, *, required):
   required: every needed capture must be in the file (joint_3d), else a
   capture may be absent (MANO fits do not cover everything).
   """
-  from tqdm import tqdm
   name = os.path.basename(path)
   seen = set()
   bar = tqdm(total=os.path.getsize(path), unit='B', unit_scale=True,
@@ -648,7 +648,6 @@ class InterHand26M:
 
   def _hand_models(self):
     if self._models is None:
-      from a2p_jax.data.hands import load_hand_models
       if self.mano_dir is None and not os.path.exists(
           os.path.join(self.root, 'synthetic_config.json')):
         # The wrist joint of the fit's shape comes from the model: the

@@ -16,6 +16,7 @@ are (never re-encoded). Read them back without TensorFlow with
 
 import argparse
 import os
+import sys
 from typing import Optional
 
 import numpy as np
@@ -25,7 +26,6 @@ if __name__ == '__main__':
   # `python -m`: run the package module's main and stop before this copy
   # defines the builders again (TFDS registers builders by name and finds
   # their files through their module's package, which `__main__` lacks).
-  import sys
   from a2p_jax.data.tfds_builders import main as _main
   sys.exit(_main())
 
