@@ -51,9 +51,9 @@ def camera_mesh(model, rng, side):
   return np.asarray(out.vertices)
 
 
-@pytest.fixture
-def hic_root(tmp_path, models):
-  """Four annotations: both hands, right only (left null), left only, no bbox."""
+def write_hic(tmp_path, models):
+  """A HIC folder under tmp_path (a pathlib.Path) with four annotations: both
+  hands, right only (left null), left only, no bbox. Returns (root, truth)."""
   rng = np.random.default_rng(0)
   root = tmp_path / 'HIC' / 'data'
   os.makedirs(root / 'meshes')
@@ -87,6 +87,11 @@ def hic_root(tmp_path, models):
   with open(root / 'HIC.json', 'w') as fh:
     json.dump({'images': images, 'annotations': annotations}, fh)
   return str(root), truth
+
+
+@pytest.fixture
+def hic_root(tmp_path, models):
+  return write_hic(tmp_path, models)
 
 
 def test_items_and_joints_vs_reference(hic_root, models):

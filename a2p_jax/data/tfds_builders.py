@@ -22,6 +22,8 @@ from typing import Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
+from a2p_jax.data.sources import open_source
+
 if __name__ == '__main__':
   # `python -m`: run the package module's main and stop before this copy
   # defines the builders again (TFDS registers builders by name and finds
@@ -103,7 +105,8 @@ def from_record(rec: dict) -> dict:
 
 
 class _ReaderBuilder(tfds.core.GeneratorBasedBuilder):
-  """Shared builder: subclasses say which reader and which splits."""
+  """Shared builder: the reader is `open_source(<builder name>, ...)`;
+  subclasses say which splits."""
 
   VERSION = _VERSION
   SPLITS = ('train', 'val', 'test')
@@ -128,7 +131,8 @@ class _ReaderBuilder(tfds.core.GeneratorBasedBuilder):
     return True
 
   def _reader(self, root, split):
-    raise NotImplementedError
+    options = {} if self._subset is None else {'subset': self._subset}
+    return open_source(self.name, root, split, mano_dir=self._mano_dir, **options)
 
   def _generate_examples(self, root, split):
     reader = self._reader(root, split)
@@ -146,10 +150,6 @@ class Synthetic(_ReaderBuilder):
   def _has_split(self, root, split):
     return os.path.isdir(os.path.join(root, 'annotations', split))
 
-  def _reader(self, root, split):
-    from a2p_jax.data.interhand26m import InterHand26M
-    return InterHand26M(root, split, mano_dir=self._mano_dir, subset=self._subset)
-
 
 class Interhand26m(Synthetic):
   """InterHand2.6M v1.0 from its official root (`manual_dir`); needs MANO."""
@@ -162,11 +162,8 @@ class Hic(_ReaderBuilder):
   """HIC (test split only) from its folder with HIC.json."""
 
   SPLITS = ('test',)
-  MANUAL_DOWNLOAD_INSTRUCTIONS = 'Download HIC and pass its folder as --manual_dir.'
-
-  def _reader(self, root, split):
-    from a2p_jax.data.hic import HIC
-    return HIC(root)
+  MANUAL_DOWNLOAD_INSTRUCTIONS = ('Download HIC and pass its folder as --manual_dir, '
+                                  'MANO as --mano_dir.')
 
 
 BUILDERS = {'synthetic': Synthetic, 'interhand26m': Interhand26m, 'hic': Hic}
