@@ -188,10 +188,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
           'train_step_traces': step_fn.traces, 'state': out['state']}
 
 
-def _host(x):
-  return np.asarray(jax.device_get(x))
-
-
 def _pictures(forward, model_state, local, mano, n: int = 2):
   """Predicted meshes over the first inputs of a batch."""
   sl = {k: np.asarray(local[k][:n]) for k in MODEL_INPUTS}
