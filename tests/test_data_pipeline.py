@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import mano_jax
-from a2p_jax.data import augment, pipeline
+from a2p_jax.data import pipeline
 from a2p_jax.data.hands import load_hand_models
+from a2p_jax.geometry.camera import project
 from a2p_jax.models import camera
 
 W, H = 334, 512
@@ -33,7 +34,7 @@ def _make_source(n, seed=0):
                                                   joint_order='interhand').joints) * 1000)
     joints = np.concatenate(joints)
     image = np.zeros((H, W, 3), np.uint8)
-    uv = augment.project(joints, FOCAL, PRINCPT)
+    uv = project(joints, FOCAL, PRINCPT)
     assert np.all((uv > 2) & (uv < [W - 3, H - 3])), 'fixture hands must be in view'
     for u, v in np.round(uv).astype(int):
       image[max(v - 2, 0):v + 3, max(u - 2, 0):u + 3] = 255

@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from a2p_jax.data import augment
+from a2p_jax.geometry.camera import project
 from a2p_jax.models import camera
 from a2p_jax.models.stage1 import Stage1, param_counts, root_from_crop
 
@@ -185,7 +186,7 @@ def test_root_from_crop_vs_float64_reference():
     # Exact geometry: the point projects back onto its crop pixel through
     # the original camera and the affine (the 3D turned back by the crop's
     # rotation, as augment.rotate_3d turned the targets).
-    back = augment.apply_affine(affine[i], augment.project(ref @ augment.rot_z(rots[i]),
+    back = augment.apply_affine(affine[i], project(ref @ augment.rot_z(rots[i]),
                                                            focal[i], princpt[i]))
     np.testing.assert_allclose(back, uv, atol=1e-9)
   proj = camera.project(jnp.asarray(got), *(jnp.asarray(x, jnp.float32)

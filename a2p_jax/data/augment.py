@@ -31,7 +31,6 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 import mano_jax  # for the ManoModel type only: this module never calls JAX
-from a2p_jax.geometry import camera
 
 HANDS = ('right', 'left')
 NUM_JOINTS = 21  # per hand; two-hand arrays are right 0-20, left 21-41
@@ -41,10 +40,6 @@ def rot_z(angle_rad: float) -> np.ndarray:
   """(3, 3) rotation about the camera's optical (z) axis."""
   c, s = np.cos(angle_rad), np.sin(angle_rad)
   return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-# Callers outside a2p_jax.data are moving to geometry.camera.project; remove then.
-project = camera.project
 
 
 def wrist_of(model: mano_jax.ManoModel, shape) -> np.ndarray:

@@ -34,7 +34,6 @@ Output arrays per example (batched with a leading axis):
 
 import dataclasses
 import io
-import os
 from typing import Callable, Optional, Sequence, Tuple
 
 import grain
@@ -43,6 +42,7 @@ from absl import flags
 from PIL import Image
 
 from a2p_jax.data import augment
+from a2p_jax.geometry.camera import project
 
 WRIST = (20, 41)  # wrist rows of the right and left hand (InterHand order)
 
@@ -106,7 +106,7 @@ def process(ex: dict, rng: np.random.Generator, *, cfg: AugmentConfig, models,
   princpt = np.asarray(ex['camera']['princpt'], np.float64)
   joints_cam = np.asarray(ex['joints_cam'], np.float64).reshape(42, 3)
   joint_valid = np.asarray(ex['joint_valid'], np.float32).reshape(42)
-  uv = augment.project(joints_cam, focal, princpt)
+  uv = project(joints_cam, focal, princpt)
   box = augment.hands_box(uv, joint_valid, extend=cfg.box_extend)
   if box is None:  # no valid joint: fall back to the annotated box
     x, y, w, h = np.asarray(ex['bbox'], np.float64)
