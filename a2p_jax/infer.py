@@ -129,6 +129,7 @@ def run(images: Sequence[str], checkpoint: str, out_dir: str, *,
   pixels = [load_image(p) for p in images]  # all readable before any work
   t0 = time.perf_counter()
   config, predict, step, models = load_stage1(checkpoint, mano_dir=mano_dir)
+  fix = load_repair(stage2, mano_dir=mano_dir)[0] if stage2 else None  # both read before work
   t_load = time.perf_counter() - t0
   hw = augment_config(config).input_hw
   items = [crop_inputs(img, parsed[i] if parsed else None, hw, focal=focal, princpt=princpt)
@@ -140,7 +141,6 @@ def run(images: Sequence[str], checkpoint: str, out_dir: str, *,
   t_stage1 = (time.perf_counter() - t0) / len(images)
   t_stage2, repaired = 0.0, np.zeros(len(images), bool)
   if stage2:
-    fix, _ = load_repair(stage2, mano_dir=mano_dir)
     img_boxes = None
     if parsed is not None:  # user boxes (x, y, w, h) -> (x_min, y_min, x_max, y_max)
       img_boxes = np.stack([np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], -1) for b in parsed])

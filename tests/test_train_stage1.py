@@ -133,55 +133,48 @@ def test_infer_writes_hands_meshes_and_overlays(trained, data, tmp_path):
 
 def test_eval_and_infer_never_change_a_workdir(trained, data, tmp_path):
   """Evaluation and inference only read training runs, stage 1 and stage 2:
-  a save in progress (orbax temporary folder) survives them, and an
-  unreadable newest checkpoint is a clear error that moves nothing aside;
-  every file of both workdirs stays byte-identical."""
+  a save in progress (orbax temporary folder) survives them, an output
+  folder inside a run is refused, and an unreadable newest checkpoint is a
+  clear error that moves nothing aside; every file of both workdirs stays
+  byte-identical."""
   import glob
   import shutil
 
   from a2p_jax import infer
-  from a2p_jax.eval import run
-  from a2p_jax.train import stage2
   from a2p_jax.configs import diffusion_tiny
-  from tests import diffusion_fixtures as fx
-  from a2p_jax.data.hands import load_hand_models
-  from a2p_jax.diffusion import pairs as pairs_lib
-  w1 = str(tmp_path / 'stage1')
+  from a2p_jax.eval import run
+  from a2p_jax.inference.stage2 import load_repair
+  w1, w2 = str(tmp_path / 'stage1'), str(tmp_path / 'stage2')
   shutil.copytree(trained[0], w1)
-  rng = np.random.default_rng(0)
-  gt = fx.placed(fx.random_params(rng, 16), load_hand_models(), rng, np.full(16, 0.25))
-  pairs_lib.save(str(tmp_path / 'pairs.npz'), gt, gt)
-  c2 = diffusion_tiny.get_config('test')
-  c2.data.pairs_file, c2.num_train_steps, c2.checkpoint_every = str(tmp_path / 'pairs.npz'), 2, 1
-  w2 = str(tmp_path / 'stage2')
-  stage2.train_and_evaluate(c2, w2)
+  tiny_training.untrained_stage2_run(diffusion_tiny.get_config('test'), w2, steps=(1, 2))
   for w in (w1, w2):  # another process saving right now
     os.makedirs(os.path.join(w, 'checkpoints', '99.orbax-checkpoint-tmp-7', 'state'))
   images = sorted(glob.glob(os.path.join(data['root'], 'images', 'test', '*', '*', '*',
                                          '*.jpg')))[:1]
+  digests = lambda: {w: tiny_training.tree_digest(w) for w in (w1, w2)}
 
-  before = {w: tiny_training.tree_digest(w) for w in (w1, w2)}
+  before = digests()
   with pytest.raises(ValueError, match='inside the training run'):
     run.evaluate_checkpoint(w1, os.path.join(w1, 'eval'), root=data['root'], limit=2)
   with pytest.raises(ValueError, match='inside the training run'):
     infer.run(images, w1, os.path.join(w2, 'infer'), stage2=w2)
   run.evaluate_checkpoint(w1, str(tmp_path / 'eval'), root=data['root'], limit=2, chunk=2)
-  infer.run(images, w1, str(tmp_path / 'infer'), stage2=w2)
-  assert {w: tiny_training.tree_digest(w) for w in (w1, w2)} == before
+  infer.run(images, w1, str(tmp_path / 'infer'))
+  assert load_repair(w2)[1].stage == 'stage2'
+  assert digests() == before
 
   tiny_training.break_checkpoint(w2, 2, 3)
-  before = {w: tiny_training.tree_digest(w) for w in (w1, w2)}
+  before = digests()
   with pytest.raises(ckpt_lib.CheckpointError, match=os.path.join('checkpoints', '3')):
     infer.run(images, w1, str(tmp_path / 'infer2'), stage2=w2)
   with pytest.raises(ckpt_lib.CheckpointError, match=os.path.join('checkpoints', '3')):
     run.evaluate_checkpoint(w1, str(tmp_path / 'eval2'), root=data['root'], limit=2, stage2=w2)
   tiny_training.break_checkpoint(w1, 40, 41)
-  before_w1 = tiny_training.tree_digest(w1)
+  before[w1] = tiny_training.tree_digest(w1)
   with pytest.raises(ckpt_lib.CheckpointError, match=os.path.join('checkpoints', '41')):
     run.evaluate_checkpoint(w1, str(tmp_path / 'eval3'), root=data['root'], limit=2)
   assert infer.main(images + ['--checkpoint', w1, '--out', str(tmp_path / 'infer3')]) == 2
-  assert tiny_training.tree_digest(w2) == before[w2]
-  assert tiny_training.tree_digest(w1) == before_w1
+  assert digests() == before
 
 
 def test_resume_equals_uninterrupted(data, tmp_path):

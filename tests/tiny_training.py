@@ -129,3 +129,22 @@ def break_checkpoint(workdir: str, good_step: int, new_step: int) -> None:
       if not f.endswith('.json') and 'METADATA' not in f:
         with open(os.path.join(dirpath, f), 'r+b') as fh:
           fh.truncate(8)
+
+
+def untrained_stage2_run(config, workdir: str, steps=(1,)) -> None:
+  """A stage-2 workdir holding checkpoints `steps` of the untrained
+  denoiser, in the layout stage2.train_and_evaluate saves (no step compiled)."""
+  import jax.numpy as jnp
+
+  from a2p_jax.diffusion import state as state_lib
+  from a2p_jax.runtime import checkpoint as ckpt_lib
+  from a2p_jax.runtime import sharding as shard_lib
+  from a2p_jax.train import stage2
+  _, state, _, _ = stage2.create_train_state(config, shard_lib.make_mesh(1))
+  stats = {'mean': jnp.zeros(state_lib.DIM), 'std': jnp.ones(state_lib.DIM)}
+  meta = {'config': config.to_json_best_effort(), 'stage': 'stage2'}
+  mngr = ckpt_lib.manager(workdir, async_save=False)
+  for step in steps:
+    ckpt_lib.save(mngr, step, {'train': state, 'stats': stats}, None, meta, force=True)
+  mngr.wait_until_finished()
+  mngr.close()

@@ -61,11 +61,12 @@ def restore_model(workdir: str, build: Callable[[ml_collections.ConfigDict, dict
   for k, v in (extras or {}).items():
     like[k] = jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=device)
   try:
-    got = ocp.PyTreeCheckpointer().restore(
-        os.path.join(where, 'state'),
-        args=ocp.args.PyTreeRestore(item=like,
-                                    restore_args=ocp.checkpoint_utils.construct_restore_args(like),
-                                    partial_restore=True))
+    with ocp.PyTreeCheckpointer() as checkpointer:  # closed: no thread outlives the read
+      got = checkpointer.restore(
+          os.path.join(where, 'state'),
+          args=ocp.args.PyTreeRestore(
+              item=like, restore_args=ocp.checkpoint_utils.construct_restore_args(like),
+              partial_restore=True))
     missing = sorted(set(like) - set(got))
     if missing:
       raise KeyError(f'no array {missing[0]!r} ({len(missing)} missing)')
@@ -76,7 +77,7 @@ def restore_model(workdir: str, build: Callable[[ml_collections.ConfigDict, dict
   names = list(flatten(arrays))  # in the order of the leaves
   treedef = jax.tree_util.tree_structure(arrays)
   restored = jax.tree_util.tree_unflatten(treedef, [got[prefix + n] for n in names])
-  state = nnx.State.merge(restored, _materialise(rest))
+  state = nnx.merge_state(restored, _materialise(rest))
   return Restored(config=config, graphdef=graphdef, state=state, step=int(step), meta=meta,
                   extras={k: got[k] for k in (extras or {})})
 
