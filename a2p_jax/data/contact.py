@@ -96,8 +96,8 @@ def penetration_volumes_m3(pairs, faces):
   vols = []
   for start in range(0, len(pairs), _VOLUME_BATCH):
     part = pairs[start:start + _VOLUME_BATCH]
-    part = part + [part[-1]] * (_VOLUME_BATCH - len(part))
-    vr, vl = np.stack([p[0] for p in part]), np.stack([p[1] for p in part])
+    vr = pad_batch(np.stack([p[0] for p in part]), _VOLUME_BATCH)
+    vl = pad_batch(np.stack([p[1] for p in part]), _VOLUME_BATCH)
     vols.append(np.asarray(geometry.penetration_volume(vr, faces[0], vl, faces[1])))
   return np.concatenate(vols)[:len(pairs)] if vols else np.zeros(0)
 
