@@ -18,6 +18,7 @@ from typing import Callable, Dict, Optional
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -61,12 +62,17 @@ def restore_model(workdir: str, build: Callable[[ml_collections.ConfigDict, dict
   for k, v in (extras or {}).items():
     like[k] = jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=device)
   try:
-    with ocp.PyTreeCheckpointer() as checkpointer:  # closed: no thread outlives the read
-      got = checkpointer.restore(
-          os.path.join(where, 'state'),
-          args=ocp.args.PyTreeRestore(
-              item=like, restore_args=ocp.checkpoint_utils.construct_restore_args(like),
-              partial_restore=True))
+    with ocp.PyTreeCheckpointer() as checkpointer:
+      # One small array first: a damaged checkpoint then fails on one read,
+      # not on hundreds in flight at once (orbax leaves those to finish on a
+      # closed event loop, each an "Event loop is closed" warning).
+      probe = min(like, key=lambda k: (int(np.prod(like[k].shape)), k))
+      for item in ({probe: like[probe]}, like):
+        got = checkpointer.restore(
+            os.path.join(where, 'state'),
+            args=ocp.args.PyTreeRestore(
+                item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                partial_restore=True))
     missing = sorted(set(like) - set(got))
     if missing:
       raise KeyError(f'no array {missing[0]!r} ({len(missing)} missing)')
