@@ -22,7 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from a2p_jax.runtime.checkpoint import CheckpointError, flatten, read_meta
+from a2p_jax.runtime.checkpoint import CheckpointError, flatten, read_meta, unflatten
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +57,9 @@ def restore_model(workdir: str, build: Callable[[ml_collections.ConfigDict, dict
   abstract = nnx.eval_shape(lambda: build(config, meta))
   graphdef, arrays, rest = nnx.split(abstract, (nnx.Param, nnx.BatchStat), ...)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  flat = flatten(arrays)
   like = {prefix + k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=device)
-          for k, v in flatten(arrays).items()}
+          for k, v in flat.items()}
   for k, v in (extras or {}).items():
     like[k] = jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=device)
   try:
@@ -80,9 +81,7 @@ def restore_model(workdir: str, build: Callable[[ml_collections.ConfigDict, dict
     msg = str(e).splitlines()[0][:300] if str(e) else ''
     raise CheckpointError(f'checkpoint {where} is unreadable ({type(e).__name__}: {msg})'
                           ) from None
-  names = list(flatten(arrays))  # in the order of the leaves
-  treedef = jax.tree_util.tree_structure(arrays)
-  restored = jax.tree_util.tree_unflatten(treedef, [got[prefix + n] for n in names])
+  restored = unflatten({k: got[prefix + k] for k in flat}, arrays)
   state = nnx.merge_state(restored, _materialise(rest))
   return Restored(config=config, graphdef=graphdef, state=state, step=int(step), meta=meta,
                   extras={k: got[k] for k in (extras or {})})
