@@ -36,6 +36,13 @@ def base() -> ml_collections.ConfigDict:
   c.data.aug_flip_prob = 0.5
   c.data.aug_color = 0.2
 
+  # What the prior store holds: 'outputs' (task maps: heatmaps, segmentation,
+  # depth; the oracle and the TorchScript Sapiens teacher) or 'features'
+  # (Sapiens backbone features, PCA-reduced: teacher/features.py). Checked
+  # against the store's meta when training starts.
+  c.teacher = ml_collections.ConfigDict()
+  c.teacher.signal = 'outputs'
+
   c.model = ml_collections.ConfigDict()
   c.model.input_hw = (256, 256)
   c.model.encoder_depth = 50
@@ -48,6 +55,10 @@ def base() -> ml_collections.ConfigDict:
   c.model.num_heads = 8
   c.model.mlp_dim = 1024
   c.model.dropout = 0.1
+  # A torchvision/timm ResNet state dict (.pth / .safetensors) for each ResNet, '' = random
+  # init; read when a run starts, never on resume (docs/manual.md, stage 1).
+  c.model.encoder_init = ''
+  c.model.fae_init = ''
 
   c.loss = ml_collections.ConfigDict()
   c.loss.mano_pose = 1.0

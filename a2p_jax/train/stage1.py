@@ -10,12 +10,14 @@ draws what an uninterrupted one would.
 
 import math
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from flax import nnx
 
 from a2p_jax import teacher
@@ -23,6 +25,7 @@ from a2p_jax.data.hands import load_hand_models
 from a2p_jax.inference import draw
 from a2p_jax.inference.stage1 import make_forward
 from a2p_jax.models import losses as losses_lib
+from a2p_jax.models import pretrained
 from a2p_jax.models.stage1 import MODEL_INPUTS, Stage1, normalize_images, param_counts
 from a2p_jax.runtime import sharding as shard_lib
 from a2p_jax.train import input as input_lib
@@ -54,6 +57,43 @@ def fae_probability(config, step):
 def build_model(config, prior_channels: int):
   return Stage1(config.model, prior_channels=prior_channels,
                 rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+
+
+_INITS = (('encoder_init', 'encoder', lambda m: m.encoder),
+          ('fae_init', 'fae', lambda m: m.fae.backbone))
+
+
+def load_pretrained(model: Stage1, config) -> None:
+  """Writes config.model.encoder_init / fae_init (torchvision or timm ResNet
+  state dicts, '' = keep the random init) into the encoder / the FAE's
+  backbone, weights and BatchNorm statistics. For a run that starts: a
+  resumed run restores everything from its checkpoint."""
+  loaded = []
+  for key, name, get in _INITS:
+    path = config.model.get(key, '')
+    if not path:
+      continue
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f'model.{key}: no such file {path}')
+    state_dict = pretrained.read_state_dict(path)
+    got = pretrained.resnet_layout(state_dict, path)
+    want = (config.model[f'{name}_depth'], config.model[f'{name}_width'])
+    if got != want:
+      raise ValueError(
+          f'model.{key}={path} holds a ResNet-{got[0]} of width {got[1]}, but '
+          f'model.{name}_depth/{name}_width are {want[0]}/{want[1]}: set them to '
+          f'{got[0]}/{got[1]} or give a matching file')
+    pretrained.load_torch_resnet(get(model), state_dict, source=path)
+    loaded.append(f'{name} (ResNet-{got[0]}, width {got[1]}) from {path}')
+  if loaded and jax.process_index() == 0:
+    print('initial weights: ' + '; '.join(loaded), flush=True)
+
+
+def has_checkpoint(workdir: str) -> bool:
+  """Whether WORKDIR/checkpoints (runtime.checkpoint's layout) holds a
+  finished step: the run will then resume (or refuse to start if none
+  restores), never start from scratch."""
+  return bool(ocp.utils.checkpoint_steps(os.path.join(workdir, 'checkpoints')))
 
 
 def make_train_step(graphdef, config, *, with_priors: bool):
@@ -89,12 +129,16 @@ def make_train_step(graphdef, config, *, with_priors: bool):
   return train_step
 
 
-def create_train_state(config, prior_channels: int, steps_per_epoch: int, mesh):
+def create_train_state(config, prior_channels: int, steps_per_epoch: int, mesh, *,
+                       init_files: bool = False):
   """(graphdef, state, state_sharding, lr_fn): the split (model, optimizer)
-  placed on the mesh."""
+  placed on the mesh; with `init_files`, config.model.encoder_init /
+  fae_init are loaded first (`load_pretrained`)."""
   tx, lr_fn = make_optimizer(config, steps_per_epoch)
-  graphdef, state, state_sharding = loop_lib.create_train_state(
-      build_model(config, prior_channels), tx, mesh)
+  model = build_model(config, prior_channels)
+  if init_files:
+    load_pretrained(model, config)
+  graphdef, state, state_sharding = loop_lib.create_train_state(model, tx, mesh)
   return graphdef, state, state_sharding, lr_fn
 
 
@@ -157,11 +201,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     local = next(train_iter)
     return shard_lib.global_batch({k: local[k] for k in keys}, data_sharding), local
 
-  # Model, optimizer, state shardings.
+  # Model, optimizer, state shardings. The initial weight files are read only
+  # when the run starts: a resumed run does not need them.
   prior_channels = (teacher.prior_channels(priors, config.data.prior_groups or None)
                     if priors is not None else 1)
   graphdef, state, state_sharding, lr_fn = create_train_state(
-      config, prior_channels, steps_per_epoch, mesh)
+      config, prior_channels, steps_per_epoch, mesh, init_files=not has_checkpoint(workdir))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   mano = shard_lib.put(tuple(models_np), replicated)
   if is_main:
