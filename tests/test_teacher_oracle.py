@@ -162,11 +162,12 @@ def test_join_prior_groups_select_channels_and_pickle(syn):
   np.testing.assert_array_equal(again(ex)['priors'], join(ex)['priors'])
 
 
-def _config(root, priors):
+def _config(root, priors, signal='outputs'):
   c = ml_collections.ConfigDict()
   c.data = ml_collections.ConfigDict(dict(
       dataset='synthetic', root=root, priors=priors, train_split='train', mano_dir='',
       prior_groups='keypoint,segmentation,depth'))
+  c.teacher = ml_collections.ConfigDict(dict(signal=signal))
   return c
 
 
@@ -179,6 +180,8 @@ def test_prior_store_from_config(syn, tmp_path):
   assert len(st) == len(src) and st.meta['teacher'] == 'oracle'
   stamp = os.path.getmtime(os.path.join(st.path, 'shard-00000.array_record'))
   st2 = input_lib.prior_store(_config(syn['root'], 'oracle'), str(tmp_path), src)  # reused
+  with pytest.raises(ValueError, match="teacher.signal='features'.*holds 'outputs'"):
+    input_lib.prior_store(_config(syn['root'], 'oracle', 'features'), str(tmp_path), src)
   assert os.path.getmtime(os.path.join(st2.path, 'shard-00000.array_record')) == stamp
   st3 = input_lib.prior_store(_config(syn['root'], syn['store'].path), str(tmp_path), src)
   assert st3.path == syn['store'].path

@@ -98,7 +98,7 @@ def test_pca_basis_and_flip_matrix(tmp_path):
   src = _source(6)
   st = pre.precompute(t, src, str(tmp_path / 'p'), grid=t.grid, pca=4, pca_samples=6,
                       shard_size=4, progress=False)
-  b = np.asarray(st.meta['pca']['basis'])
+  b = store_lib.pca_basis(st.path, st.meta)
   groups = st.meta['groups']
   assert [len(groups[g]) for g in ('keypoint', 'segmentation', 'depth')] == [4, 4, 2]
   assert b.shape == (57, 10) and st.num_channels == 10

@@ -61,18 +61,19 @@ _CHANNELS = {'pose': NUM_GOLIATH, 'seg': NUM_SEG_CLASSES, 'depth': 1}
 
 
 def find_checkpoints(pose: Optional[str] = None, seg: Optional[str] = None,
-                     depth: Optional[str] = None, directory: Optional[str] = None
-                     ) -> Dict[str, str]:
+                     depth: Optional[str] = None, directory: Optional[str] = None, *,
+                     exts: Sequence[str] = ('pt2', 'pt')) -> Dict[str, str]:
   """{'pose'|'seg'|'depth': file}: the given paths, the others found in
-  `directory` (recursively) as the one .pt2/.pt file whose path relative to
-  it contains the task name (bfloat16 torch.export files are skipped)."""
+  `directory` (recursively) as the one file with an extension in `exts`
+  whose path relative to it contains the task name (bfloat16 torch.export
+  files are skipped)."""
   given = {'pose': pose, 'seg': seg, 'depth': depth}
   out = {}
   files = []
   if directory is not None:
     if not os.path.isdir(directory):
       raise FileNotFoundError(f'--sapiens_dir {directory!r} is not a directory')
-    for ext in ('pt2', 'pt'):
+    for ext in exts:
       files += glob.glob(os.path.join(directory, '**', f'*.{ext}'), recursive=True)
     files = sorted(f for f in files if 'bfloat16' not in os.path.basename(f).lower())
   for task in TASKS:
@@ -82,7 +83,7 @@ def find_checkpoints(pose: Optional[str] = None, seg: Optional[str] = None,
         raise ValueError(f'the Sapiens teacher needs --sapiens_{task} or --sapiens_dir')
       hits = [f for f in files if task in os.path.relpath(f, directory).lower()]
       if not hits:
-        raise FileNotFoundError(f'no *{task}* .pt2/.pt file under {directory}; pass '
+        raise FileNotFoundError(f'no *{task}* .{"/.".join(exts)} file under {directory}; pass '
                                 f'--sapiens_{task}')
       if len(hits) > 1:
         raise ValueError(f'several *{task}* checkpoints under {directory}: {hits}; pass '

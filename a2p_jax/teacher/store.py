@@ -2,8 +2,10 @@
 
 Layout of a store directory:
 
-  meta.json                     teacher, grid, channels, groups, flip_matrix,
-                                pca (if any), the source it was made from
+  meta.json                     teacher, signal ('outputs' maps | 'features'),
+                                grid, channels, groups, flip_matrix, pca (if
+                                any), the source it was made from
+  pca_basis.npy                 the PCA basis (C_full, K) float64, if any
   shard-00000.array_record      one record per example (zstd, group_size 1)
   shard-00000.ids.npy           int64 annot_ids of the shard, in record order;
                                 written last, so its presence commits the shard
@@ -21,8 +23,9 @@ Channels. meta['groups'] = {'keypoint': [...], 'segmentation': [...],
 `maps @ flip_matrix` (right/left keypoint and part channels swap). With PCA
 (`fit_pca`, uncentred, per group, fitted on a sample and its mirror image so
 the subspace is flip-invariant) a stored channel is maps_full @ B with the
-block-diagonal basis B (C_full, K) in meta['pca']['basis'], and
-flip_matrix = B^T P B.
+block-diagonal basis B (C_full, K) in pca_basis.npy (`pca_basis`; stores
+made before it hold it in meta['pca']['basis']), and flip_matrix = B^T P B
+(P: meta['pca']['flip_permutation_full'], as a permutation).
 
 `PriorStore` opens its files lazily in each process (it pickles to its path),
 so it can travel to grain worker processes.
@@ -44,6 +47,7 @@ FORMAT_VERSION = 1
 _HEADER = struct.Struct('<4sBcHHHq')
 _MAGIC = b'A2PR'
 _AFFINE_BYTES = 6 * 4
+HEADER_BYTES = _HEADER.size + _AFFINE_BYTES   # of a record, before its maps
 WRITER_OPTIONS = 'group_size:1'  # random access; zstd:3 by default
 
 
@@ -83,7 +87,7 @@ def decode_record(data: bytes, where: str) -> Tuple[int, np.ndarray, np.ndarray]
 
 
 def _atomic_write(path: str, data: bytes):
-  tmp = path + '.tmp'
+  tmp = f'{path}.tmp{os.getpid()}'  # several processes may write the same file
   with open(tmp, 'wb') as f:
     f.write(data)
     f.flush()
@@ -288,25 +292,47 @@ def open_store(path: str) -> PriorStore:
 # ----------------------------------------------------------------------------
 # Channel reduction.
 
+def group_covariances(samples: np.ndarray, groups: Dict[str, List[int]]) -> Dict[str, np.ndarray]:
+  """Per group, the uncentred second moment sum x x^T (float64) of the
+  sample rows (N, C), and the row count under key '_count': accumulate
+  batch by batch and pass to `fit_pca_from_moments` (bounded memory)."""
+  x = np.asarray(samples, np.float64)
+  out = {name: x[:, np.asarray(idx)].T @ x[:, np.asarray(idx)] for name, idx in groups.items()}
+  out['_count'] = np.float64(len(x))
+  return out
+
+
+def add_moments(a: Optional[Dict[str, np.ndarray]], b: Dict[str, np.ndarray]):
+  return dict(b) if a is None else {k: a[k] + b[k] for k in b}
+
+
 def fit_pca(samples: np.ndarray, groups: Dict[str, List[int]], flip: np.ndarray,
             k: int) -> Tuple[np.ndarray, Dict[str, List[int]]]:
-  """Uncentred PCA per channel group.
+  """Uncentred PCA per channel group of the rows of samples (N, C): see
+  `fit_pca_from_moments`."""
+  samples = np.asarray(samples)
+  return fit_pca_from_moments(group_covariances(samples, groups), groups, flip, k,
+                              samples.shape[1])
 
-  samples (N, C) map pixels; flip (C, C) permutation matrix. Each group keeps
-  min(k, its channels) components, fitted on the samples and their mirrored
-  channels (so the basis spans a flip-invariant subspace and B^T P B is an
-  exact signed permutation). Returns the block-diagonal basis B (C, K) and
-  the groups' indices among the K reduced channels.
+
+def fit_pca_from_moments(moments: Dict[str, np.ndarray], groups: Dict[str, List[int]],
+                         flip: np.ndarray, k: int, num_channels: int
+                         ) -> Tuple[np.ndarray, Dict[str, List[int]]]:
+  """Uncentred PCA per channel group from `group_covariances` moments.
+
+  flip (C, C) permutation matrix. Each group keeps min(k, its channels)
+  components, fitted on the samples and their mirrored channels (so the
+  basis spans a flip-invariant subspace and B^T P B is an exact signed
+  permutation). Returns the block-diagonal basis B (C, K) and the groups'
+  indices among the K reduced channels.
   """
-  x = np.asarray(samples, np.float64)
   flip = np.asarray(flip, np.float64)
-  c = x.shape[1]
+  count = max(float(moments['_count']), 1.0)
   cols, new_groups, start = [], {}, 0
   for name, idx in groups.items():
     idx = np.asarray(idx)
-    xs = x[:, idx]
     p = flip[np.ix_(idx, idx)]
-    cov = xs.T @ xs / max(len(xs), 1)
+    cov = moments[name] / count
     cov = (cov + p.T @ cov @ p) / 2  # the samples and their mirror images
     # Diagonalise inside P's +1 and -1 eigenspaces, so every component is
     # flip-even or flip-odd (B^T P B = diag(+-1) exactly).
@@ -324,9 +350,35 @@ def fit_pca(samples: np.ndarray, groups: Dict[str, List[int]], flip: np.ndarray,
     v = vecs[:, order]
     # Deterministic sign: largest-magnitude entry positive.
     v = v * np.where(v[np.argmax(np.abs(v), 0), np.arange(v.shape[1])] < 0, -1.0, 1.0)
-    b = np.zeros((c, v.shape[1]))
+    b = np.zeros((num_channels, v.shape[1]))
     b[idx] = v
     new_groups[name] = list(range(start, start + v.shape[1]))
     start += v.shape[1]
     cols.append(b)
   return np.concatenate(cols, 1), new_groups
+
+
+PCA_BASIS = 'pca_basis.npy'
+
+
+def write_pca_basis(store_dir: str, basis: np.ndarray):
+  _atomic_write(os.path.join(store_dir, PCA_BASIS), _npy_bytes(np.asarray(basis, np.float64)))
+
+
+def pca_basis(store_dir: str, meta: dict) -> Optional[np.ndarray]:
+  """The store's PCA basis (C_full, K) float64, or None without PCA (stores
+  made before the basis moved to PCA_BASIS hold it in meta.json)."""
+  pca = meta.get('pca')
+  if not pca:
+    return None
+  if 'basis' in pca:
+    return np.asarray(pca['basis'], np.float64)
+  f = os.path.join(store_dir, pca.get('basis_file', PCA_BASIS))
+  try:
+    b = np.load(f, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise StoreError(f'{f}: unreadable PCA basis ({e})') from None
+  want = (len(meta.get('channel_names', [])), int(meta['num_channels']))
+  if b.shape != want:
+    raise StoreError(f'{f}: PCA basis of shape {b.shape}, meta.json says {want}')
+  return b

@@ -89,7 +89,8 @@ def train_dataset(config, src, models, *, local_batch: int, priors=None,
 def prior_store(config, workdir: str, src):
   """The teacher's prior store for training, or None (config.data.priors '').
 
-  'oracle': the synthetic set's oracle store, built once (process 0) into
+  The store's signal ('outputs' maps or 'features') must be
+  config.teacher.signal. 'oracle': the synthetic set's oracle store, built once (process 0) into
   WORKDIR/data/priors/oracle_<train_split> and reused when complete; a path:
   an existing store (see a2p_jax.teacher.precompute). Either way it must hold
   every annot_id of `src`. The model's prior channels are
@@ -114,11 +115,18 @@ def prior_store(config, workdir: str, src):
                          progress=False)
       print(f'computing oracle priors of {root} ({d.train_split}) into {path}', flush=True)
       precompute.precompute('oracle', full, path, source_info={
-          'dataset': 'synthetic', 'root': os.path.abspath(root), 'split': d.train_split})
+          'dataset': 'synthetic', 'root': os.path.abspath(root), 'split': d.train_split},
+          process_index=0, process_count=1)
     barrier('prior_store')
   else:
     path = d.priors
   store = teacher_lib.open_store(path)
+  signal = config.teacher.signal
+  have = store.meta.get('signal', 'outputs')   # stores made before the switch hold outputs
+  if have != signal:
+    raise ValueError(f'config.teacher.signal={signal!r}, but the prior store {path} holds '
+                     f'{have!r} (teacher {store.meta["teacher"]!r}): point config.data.priors '
+                     f'at a {signal} store or set config.teacher.signal={have!r}')
   store.check_covers(teacher_lib.source_annot_ids(src))
   teacher_lib.select_channels(store.meta, d.get('prior_groups') or None)  # names exist
   return store
