@@ -225,19 +225,36 @@ def data(tmp_path_factory):
   return tiny_training.tiny_data(tmp_path_factory)
 
 
-def _expected_params(sd, depth, width) -> dict:
+def _expected_arrays(sd, depth, width) -> dict:
+  """{name: array} of a ResNet loaded with `sd` (parameters and statistics)."""
   ref = ResNet(depth, width, rngs=nnx.Rngs(0))
   pretrained.load_torch_resnet(ref, sd)
-  return {k: np.asarray(v) for k, v in ckpt_lib.flatten(nnx.state(ref, nnx.Param)).items()}
+  return tiny_training.state_arrays(nnx.state(ref))
 
 
-def _module_params(state, prefix) -> dict:
-  """{name: array} of the nnx.Params under `prefix` of a stage-1 train state."""
+def _module_arrays(state, prefix) -> dict:
+  """{name: array} of the submodule at `prefix` of a stage-1 train state
+  (the split (model, optimizer))."""
   model = state[0]
   for p in prefix.split('.'):
     model = model[p]
-  flat = ckpt_lib.flatten(nnx.State(model).filter(nnx.Param))
-  return {k: np.asarray(jax.device_get(v)) for k, v in flat.items()}
+  return tiny_training.state_arrays(model)
+
+
+def _save_checkpoint(config, workdir, state, step):
+  """Checkpoint `step` of a stage-1 run holding `state`, as
+  stage1.train_and_evaluate saves it (state and data iterator), without
+  compiling a train step (minutes on a loaded 2-core machine)."""
+  from a2p_jax.data.hands import load_hand_models
+  from a2p_jax.train import input as input_lib
+  src = input_lib.source(config, workdir, config.data.train_split)
+  priors = input_lib.prior_store(config, workdir, src)
+  data_iter = iter(input_lib.train_dataset(config, src, load_hand_models(None),
+                                           local_batch=config.batch_size, priors=priors))
+  mngr = ckpt_lib.manager(workdir, async_save=False)
+  ckpt_lib.save(mngr, step, state, data_iter, {'written_by': 'test'}, force=True)
+  mngr.wait_until_finished()
+  mngr.close()
 
 
 def test_training_starts_from_files_and_resumes_without_them(data, tmp_path, capsys):
@@ -248,31 +265,36 @@ def test_training_starts_from_files_and_resumes_without_them(data, tmp_path, cap
   enc_file, fae_file = str(tmp_path / 'enc.safetensors'), str(tmp_path / 'fae.pth')
   _write_safetensors(enc_file, enc_sd)
   torch.save({k: torch.from_numpy(v) for k, v in fae_sd.items()}, fae_file)
-  workdir = str(tmp_path / 'run')
-  # During warm-up the first step's learning rate is 0: the parameters after
-  # one step are the initial ones (the BatchNorm statistics do move).
-  overrides = {'model.encoder_init': enc_file, 'model.fae_init': fae_file,
-               'optim.warmup_steps': 10, 'num_train_steps': 1, 'checkpoint_every': 1}
+  files = {'model.encoder_init': enc_file, 'model.fae_init': fae_file}
 
+  wide = tiny_training.config(data, **files, **{'model.encoder_width': 16})
   with pytest.raises(ValueError, match=r'model\.encoder_init=.*enc\.safetensors holds a '
                                        r'ResNet-18 of width 8, but model\.encoder_depth/'
                                        r'encoder_width are 18/16'):
-    stage1.train_and_evaluate(tiny_training.config(data, **overrides, **{
-        'model.encoder_width': 16}), str(tmp_path / 'mismatch'))
+    stage1.load_pretrained(stage1.build_model(wide, 1), wide)
 
-  first = stage1.train_and_evaluate(tiny_training.config(data, **overrides), workdir)
-  assert first['step'] == 1
+  # Step 0 (a run of 0 steps returns its initial state): the files' numbers,
+  # BatchNorm statistics included.
+  workdir = str(tmp_path / 'run')
+  zero = tiny_training.config(data, num_train_steps=0, num_epochs=0.0, **files)
+  start = stage1.train_and_evaluate(zero, workdir)
+  assert start['step'] == 0
   assert 'initial weights: encoder (ResNet-18, width 8) from ' in capsys.readouterr().out
   for prefix, sd in (('encoder', enc_sd), ('fae.backbone', fae_sd)):
-    got, want = _module_params(first['state'], prefix), _expected_params(sd, 18, 8)
-    tiny_training.assert_bitwise_equal(got, want, prefix)
+    tiny_training.assert_bitwise_equal(_module_arrays(start['state'], prefix),
+                                       _expected_arrays(sd, 18, 8), prefix)
 
-  # Resume without the files: the checkpoint holds everything.
+  # A checkpoint of "trained" numbers (the initial ones + 0.5); without the
+  # files the run resumes from it and keeps them.
+  trained = jax.tree.map(lambda x: x + 0.5 if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                         start['state'])
+  config = tiny_training.config(data, num_train_steps=1, **files)
+  _save_checkpoint(config, workdir, trained, step=1)
   os.remove(enc_file)
   os.remove(fae_file)
-  again = stage1.train_and_evaluate(tiny_training.config(data, **overrides), workdir)
+  again = stage1.train_and_evaluate(config, workdir)
   out = capsys.readouterr().out
-  assert 'resumed from step 1' in out and 'initial weights' not in out
+  assert 'resumed from step 1' in out and 'initial weights' not in out, out
   assert again['step'] == 1
   tiny_training.assert_bitwise_equal(tiny_training.state_arrays(again['state']),
-                                     tiny_training.state_arrays(first['state']), 'resumed state')
+                                     tiny_training.state_arrays(trained), 'resumed state')
