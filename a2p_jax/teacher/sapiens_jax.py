@@ -58,6 +58,7 @@ import math
 import os
 import re
 import warnings
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -178,18 +179,23 @@ def resize_pos_embed(pos_hxwxc, out_hw):
   return jnp.einsum('ih,jw,hwc->ijc', mh, mw, pos, precision=jax.lax.Precision.HIGHEST)
 
 
+def _channels(v, like):
+  """(C,) -> (1, ..., 1, C) for `like`'s rank (no implicit rank promotion)."""
+  return v.reshape((1,) * (like.ndim - 1) + v.shape)
+
+
 def _layer_norm(x, scale, bias, eps=LN_EPS):
   x32 = x.astype(jnp.float32)
   mu = x32.mean(-1, keepdims=True)
   var = jnp.square(x32 - mu).mean(-1, keepdims=True)
-  y = (x32 - mu) * jax.lax.rsqrt(var + eps) * scale.astype(jnp.float32) + \
-      bias.astype(jnp.float32)
+  y = (x32 - mu) * jax.lax.rsqrt(var + eps)
+  y = y * _channels(scale.astype(jnp.float32), y) + _channels(bias.astype(jnp.float32), y)
   return y.astype(x.dtype)
 
 
 def _dense(x, kernel, bias=None):
   y = jnp.einsum('...i,io->...o', x, kernel.astype(x.dtype))
-  return y if bias is None else y + bias.astype(x.dtype)
+  return y if bias is None else y + _channels(bias.astype(x.dtype), y)
 
 
 def _block(arch: Arch, x_NxLxC, p):
@@ -270,7 +276,7 @@ def _conv(x, kernel_KxKxIxO, bias):
   p = (k - 1) // 2
   y = jax.lax.conv_general_dilated(x, kernel_KxKxIxO.astype(x.dtype), (1, 1),
                                    ((p, p), (p, p)), dimension_numbers=_DN)
-  return y + bias.astype(x.dtype)
+  return y + _channels(bias.astype(x.dtype), y)
 
 
 def head(arch: Arch, params, features_NxhxwxC):
@@ -313,6 +319,13 @@ def upsample_like_input(x_NxhxwxC, hw):
   return jax.image.resize(x_NxhxwxC, (n, hw[0], hw[1], c), 'bilinear', antialias=False)
 
 
+@functools.lru_cache(maxsize=32)
+def _jitted_apply(arch: Arch, dtype, features_only: bool):
+  """One jitted apply per (arch, dtype, features_only): models of one shape
+  share their compilations."""
+  return jax.jit(functools.partial(apply, arch, dtype=dtype, features_only=features_only))
+
+
 class Sapiens:
   """A Sapiens network with its parameters: `model(images)` -> dict (see
   `apply`); `model.features(images)` runs the backbone only; `model.apply`
@@ -325,23 +338,18 @@ class Sapiens:
     self.params = params
     self.dtype = jnp.dtype(dtype)
     self.source = source
-    self._jitted = {}
 
   def apply(self, params, images_NxHxWx3, *, dtype=None, features_only: bool = False):
     return apply(self.arch, params, images_NxHxWx3, dtype=self.dtype if dtype is None else dtype,
                  features_only=features_only)
 
-  def _fn(self, features_only):
-    if features_only not in self._jitted:
-      self._jitted[features_only] = jax.jit(functools.partial(
-          apply, self.arch, dtype=self.dtype, features_only=features_only))
-    return self._jitted[features_only]
-
   def __call__(self, images_NxHxWx3) -> dict[str, jax.Array]:
-    return self._fn(False)(self.params, images_NxHxWx3)
+    return _jitted_apply(self.arch, self.dtype, False)(self.params, images_NxHxWx3)
 
   def features(self, images_NxHxWx3) -> jax.Array:
-    return self._fn(True)(self.params, images_NxHxWx3)['features']
+    # Without a head the full apply is the backbone: one compilation for both.
+    fn = _jitted_apply(self.arch, self.dtype, self.arch.head is not None)
+    return fn(self.params, images_NxHxWx3)['features']
 
   def __repr__(self):
     return f'Sapiens({self.arch}, dtype={self.dtype.name}, source={self.source!r})'
@@ -413,7 +421,7 @@ def init_params(arch: Arch, seed: int = 0, dtype=jnp.float32):
       x = 0.1 * x
     else:
       x *= init[1] ** -0.5 if init[0] == 'fan_in' else init[1]
-    return jnp.asarray(x, dtype=dtype)
+    return jnp.asarray(x.astype(jnp.dtype(dtype)))
 
   return jax.tree.map(make, param_spec(arch), is_leaf=_is_spec_leaf)
 
@@ -472,43 +480,114 @@ IGNORED_PREFIXES = ('data_preprocessor.', 'neck.', 'head.loss_module.',
                     'decode_head.loss_decode.')
 
 
-def _read_state_dict(path: str, allow_pickle: bool):
+def _file_format(path: str) -> str:
+  """'torchscript' | 'export' | 'torch': how the file was written (a
+  TorchScript zip has code/, a torch.export archive archive_format, a
+  torch.save file neither, or is a legacy non-zip pickle)."""
+  if not zipfile.is_zipfile(path):
+    return 'torch'
+  with zipfile.ZipFile(path) as z:
+    names = z.namelist()
+  if any('/code/' in n for n in names):
+    return 'torchscript'
+  if any(n.endswith('/archive_format') or n == 'archive_format' for n in names):
+    return 'export'
+  return 'torch'
+
+
+def _first_line(e: Exception) -> str:
+  msg = str(e).strip().splitlines()
+  return (msg[0][:300] if msg else type(e).__name__)
+
+
+class _Inert:
+  """Stands for every object of a checkpoint's metadata (configs, numpy
+  arrays, logging buffers): built without running any of the file's code."""
+
+  def __new__(cls, *args, **kwargs):
+    return object.__new__(cls)
+
+  def __init__(self, *args, **kwargs):
+    pass
+
+  def __call__(self, *args, **kwargs):
+    return _Inert()
+
+  def __setstate__(self, state):
+    pass
+
+  def __setitem__(self, key, value):
+    pass
+
+  def append(self, value):
+    pass
+
+  def extend(self, values):
+    pass
+
+
+def _inert_pickle_module(torch):
+  """A pickle module for torch.load whose unpickler calls only torch's
+  tensor rebuilders (storages come through torch's own persistent_load) and
+  OrderedDict; any other global becomes _Inert, so nothing the file names is
+  imported or run. For mmengine checkpoints whose metadata (numpy arrays,
+  mmengine classes) weights_only=True refuses."""
+  import collections
+  import pickle
+  import types
+
+  allowed = {('collections', 'OrderedDict'): collections.OrderedDict,
+             ('torch', 'Size'): torch.Size}
+  for name in ('_rebuild_tensor', '_rebuild_tensor_v2', '_rebuild_tensor_v3',
+               '_rebuild_parameter'):
+    if hasattr(torch._utils, name):
+      allowed[('torch._utils', name)] = getattr(torch._utils, name)
+
+  class Unpickler(pickle.Unpickler):
+
+    def find_class(self, module, name):
+      if (module, name) in allowed:
+        return allowed[(module, name)]
+      if module == 'torch' and isinstance(getattr(torch, name, None), torch.dtype):
+        return getattr(torch, name)
+      return _Inert
+
+  return types.SimpleNamespace(Unpickler=Unpickler, __name__='sapiens_jax_inert_pickle',
+                               load=lambda f, **kw: Unpickler(f, **kw).load())
+
+
+def _read_state_dict(path: str):
   """{key: float32 numpy array} of an official .pth (wrapped or not), a
   TorchScript file or a torch.export archive."""
+  import pickle
+
   import torch  # deferred: torch is the optional [sapiens] extra, never a core import
   if not os.path.isfile(path):
     raise FileNotFoundError(f'Sapiens checkpoint {path!r} does not exist')
-  errors = []
-  sd = None
+  fmt = _file_format(path)
+  reader = {'torchscript': 'torch.jit.load', 'export': 'torch.export.load'}.get(
+      fmt, 'torch.load')
   try:
-    with warnings.catch_warnings():  # torch >= 2.10 deprecates TorchScript
-      warnings.simplefilter('ignore', DeprecationWarning)
-      sd = torch.jit.load(path, map_location='cpu').state_dict()
-  except Exception as e:  # noqa: BLE001 - torch raises many kinds for non-TorchScript files
-    errors.append(f'torch.jit.load: {str(e).splitlines()[0] if str(e) else type(e).__name__}')
-  if sd is None:
-    try:
-      obj = torch.load(path, map_location='cpu', weights_only=not allow_pickle)
-      if isinstance(obj, dict) and 'state_dict' in obj and isinstance(obj['state_dict'], dict):
-        obj = obj['state_dict']
-      if not isinstance(obj, dict):
-        raise CheckpointError(f'Sapiens checkpoint {path}: torch.load gave a '
-                              f'{type(obj).__name__}, not a state dict (or {{"state_dict": ...}})')
-      sd = obj
-    except CheckpointError:
-      raise
-    except Exception as e:  # noqa: BLE001
-      msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-      errors.append(f'torch.load(weights_only={not allow_pickle}): {msg}')
-  if sd is None:
-    try:
+    if fmt == 'torchscript':
+      with warnings.catch_warnings():  # torch >= 2.10 deprecates TorchScript
+        warnings.simplefilter('ignore', DeprecationWarning)
+        sd = torch.jit.load(path, map_location='cpu').state_dict()
+    elif fmt == 'export':
       sd = dict(torch.export.load(path).state_dict)
-    except Exception as e:  # noqa: BLE001
-      errors.append(f'torch.export.load: {str(e).splitlines()[0] if str(e) else type(e).__name__}')
-  if sd is None:
-    hint = ('' if allow_pickle else '; a .pth that pickles more than tensors loads with '
-            'allow_pickle=True, only if you trust the file')
-    raise CheckpointError(f'cannot read Sapiens checkpoint {path}: ' + ' | '.join(errors) + hint)
+    else:
+      try:
+        sd = torch.load(path, map_location='cpu', weights_only=True)
+      except pickle.UnpicklingError:   # metadata beyond tensors: load it inert
+        sd = torch.load(path, map_location='cpu', weights_only=False,
+                        pickle_module=_inert_pickle_module(torch))
+  except Exception as e:  # noqa: BLE001 - torch raises many kinds
+    raise CheckpointError(f'cannot read Sapiens checkpoint {path} with {reader}: '
+                          f'{_first_line(e)}') from None
+  if isinstance(sd, dict) and isinstance(sd.get('state_dict'), dict):
+    sd = sd['state_dict']    # mmengine's {'meta', 'state_dict', ...}
+  if not isinstance(sd, dict):
+    raise CheckpointError(f'Sapiens checkpoint {path}: {reader} gave a {type(sd).__name__}, '
+                          'not a state dict (or {"state_dict": ...})')
   out = {}
   for k, v in sd.items():
     if not isinstance(v, torch.Tensor):
@@ -682,7 +761,8 @@ def convert_state_dict(sd, arch: Arch, bb: str = 'backbone.', head_prefix: str =
   c = arch.embed_dim
 
   def cast(x):
-    return jnp.asarray(np.ascontiguousarray(x), dtype=dtype)
+    # Cast in numpy (ml_dtypes' bfloat16): jnp casts would compile one op per shape.
+    return jnp.asarray(np.ascontiguousarray(x).astype(jnp.dtype(dtype)))
 
   def layer_stack(name, fn=lambda x: x):
     return cast(np.stack([fn(sd[f'{bb}layers.{i}.{name}']) for i in range(arch.depth)]))
@@ -726,10 +806,11 @@ def convert_state_dict(sd, arch: Arch, bb: str = 'backbone.', head_prefix: str =
 
 
 def load(path: str, *, patch_padding: int | None = None, dtype=jnp.float32,
-         num_heads: int | None = None, pos_hw=None, allow_pickle: bool = False) -> Sapiens:
-  """A Sapiens model from an official checkpoint: a `.pth` (torch.load with
-  weights_only=True unless `allow_pickle`; `{'state_dict': ...}` or bare), a
-  `*_torchscript.pt2` (torch.jit.load) or a `*_bfloat16.pt2` (torch.export).
+         num_heads: int | None = None, pos_hw=None) -> Sapiens:
+  """A Sapiens model from an official checkpoint: a `.pth` (`{'state_dict': ...}`
+  or bare; torch.load with weights_only=True, or, when the metadata holds
+  more than tensors, with an unpickler that runs none of the file's code),
+  a `*_torchscript.pt2` (torch.jit.load) or a `*_bfloat16.pt2` (torch.export).
 
   The size comes from the weight shapes (the standard table gives the head
   count; pass `num_heads` for other shapes), the head kind from the keys
@@ -740,7 +821,7 @@ def load(path: str, *, patch_padding: int | None = None, dtype=jnp.float32,
   InstanceNorm statistics stay float32); outputs are float32.
   """
   path = os.fspath(path)
-  sd = _read_state_dict(path, allow_pickle)
+  sd = _read_state_dict(path)
   arch, bb, head_prefix = infer_arch(sd, path, patch_padding=patch_padding,
                                      num_heads=num_heads, pos_hw=pos_hw)
   _check_keys(path, sd, _expected_shapes(arch, bb, head_prefix))
