@@ -29,6 +29,13 @@ class CheckpointError(RuntimeError):
   pass
 
 
+def has_checkpoint(workdir: str) -> bool:
+  """Whether WORKDIR/checkpoints holds a finished step (unfinished orbax
+  temporary folders do not count): a training run then resumes, never
+  starts from scratch."""
+  return bool(ocp.utils.checkpoint_steps(os.path.join(workdir, 'checkpoints')))
+
+
 def manager(workdir: str, *, max_to_keep: int = 3, async_save: bool = True
             ) -> ocp.CheckpointManager:
   directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))

@@ -34,7 +34,8 @@ from typing import Callable, Dict, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from a2p_jax import teacher as teacher_lib
 from a2p_jax.data import augment, pipeline

@@ -46,9 +46,9 @@ from tqdm import tqdm
 from a2p_jax import teacher as teacher_lib
 from a2p_jax.data import open_source
 from a2p_jax.data.sources import READERS
-from a2p_jax.teacher import store as store_lib
 from a2p_jax.teacher import features as features_lib
 from a2p_jax.teacher import sapiens_jax
+from a2p_jax.teacher import store as store_lib
 from a2p_jax.teacher.oracle import OracleTeacher
 from a2p_jax.teacher.sapiens import SapiensTeacher, find_checkpoints
 

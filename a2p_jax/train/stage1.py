@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from a2p_jax import teacher
@@ -27,6 +26,7 @@ from a2p_jax.inference.stage1 import make_forward
 from a2p_jax.models import losses as losses_lib
 from a2p_jax.models import pretrained
 from a2p_jax.models.stage1 import MODEL_INPUTS, Stage1, normalize_images, param_counts
+from a2p_jax.runtime import checkpoint as ckpt_lib
 from a2p_jax.runtime import sharding as shard_lib
 from a2p_jax.train import input as input_lib
 from a2p_jax.train import loop as loop_lib
@@ -87,13 +87,6 @@ def load_pretrained(model: Stage1, config) -> None:
     loaded.append(f'{name} (ResNet-{got[0]}, width {got[1]}) from {path}')
   if loaded and jax.process_index() == 0:
     print('initial weights: ' + '; '.join(loaded), flush=True)
-
-
-def has_checkpoint(workdir: str) -> bool:
-  """Whether WORKDIR/checkpoints (runtime.checkpoint's layout) holds a
-  finished step: the run will then resume (or refuse to start if none
-  restores), never start from scratch."""
-  return bool(ocp.utils.checkpoint_steps(os.path.join(workdir, 'checkpoints')))
 
 
 def make_train_step(graphdef, config, *, with_priors: bool):
@@ -206,7 +199,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   prior_channels = (teacher.prior_channels(priors, config.data.prior_groups or None)
                     if priors is not None else 1)
   graphdef, state, state_sharding, lr_fn = create_train_state(
-      config, prior_channels, steps_per_epoch, mesh, init_files=not has_checkpoint(workdir))
+      config, prior_channels, steps_per_epoch, mesh,
+      init_files=not ckpt_lib.has_checkpoint(workdir))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   mano = shard_lib.put(tuple(models_np), replicated)
   if is_main:
