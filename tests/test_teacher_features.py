@@ -126,3 +126,59 @@ def test_feature_teacher_over_a_device_mesh_is_the_same(tmp_path):
   for (ma, aa), (mb, ab) in zip(a, b):
     np.testing.assert_allclose(ma, mb, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(aa, ab)
+
+
+def _sapiens_files(d):
+  """Small random Sapiens checkpoints with the official key names (the
+  reference of test_teacher_sapiens_jax), one per task, as .pth files."""
+  from tests import test_teacher_sapiens_jax as ref
+  for task, pad in pre.PATCH_PADDING.items():
+    os.makedirs(d / task, exist_ok=True)
+    ref.save_pth(ref.reference(task, pad, seed=len(task)), d / task / f'tiny_{task}.pth')
+  return ref.NATIVE_HW
+
+
+@pytest.fixture(scope='module')
+def tiny_synthetic(tmp_path_factory):
+  from tests import tiny_training
+  return tiny_training.tiny_data(tmp_path_factory)['root']
+
+
+def test_precompute_cli_8_devices_processes_and_resume(tiny_synthetic, tmp_path):
+  """The sapiens_features CLI on the synthetic set: 8 devices (one example
+  per device) write the bytes of 1 device; two processes, each its share of
+  shards, write them too; a lost shard is recomputed to the same bytes."""
+  pytest.importorskip('torch')
+  import subprocess
+  import sys
+  from tests import tiny_training
+  hw = _sapiens_files(tmp_path / 'sapiens')
+
+  def args(out, batch, *extra):
+    return ['--teacher', 'sapiens_features', '--dataset', 'synthetic', '--root', tiny_synthetic,
+            '--split', 'train', '--out', str(out), '--sapiens_dir', str(tmp_path / 'sapiens'),
+            '--teacher_hw', str(hw[0]), str(hw[1]), '--grid', '4', '3', '--pca', '4',
+            '--pca_samples', '8', '--shard_size', '16', '--batch', str(batch),
+            '--sapiens_num_heads', '2', *extra]
+
+  one = tmp_path / 'one'
+  pre.main(args(one, 1))
+  st = store_lib.open_store(str(one))
+  assert st.meta['signal'] == 'features' and st.num_channels == 12 and len(st) >= 32
+  env = tiny_training.subprocess_env(str(tmp_path / 'cache'), devices=8)
+  code = ('import sys, jax; from a2p_jax.teacher import precompute as pre; '
+          'assert jax.local_device_count() == 8; pre.main(sys.argv[1:])')
+  run = subprocess.run([sys.executable, '-c', code, *args(tmp_path / 'eight', 8)],
+                       cwd=tiny_training.REPO, env=env, capture_output=True, text=True)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert 'bytes per example' in run.stdout
+  assert _store_bytes(tmp_path / 'eight') == _store_bytes(one)
+  split = tmp_path / 'split'
+  pre.main(args(split, 1, '--process_index', '0', '--process_count', '2'))
+  assert not store_lib.is_complete(str(split))
+  pre.main(args(split, 1, '--process_index', '1', '--process_count', '2'))
+  assert store_lib.is_complete(str(split)) and _store_bytes(split) == _store_bytes(one)
+  for f in ('shard-00001.ids.npy', 'shard-00001.array_record', 'complete.json'):
+    os.remove(split / f)
+  pre.main(args(split, 1))
+  assert _store_bytes(split) == _store_bytes(one)

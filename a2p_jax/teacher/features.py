@@ -28,6 +28,8 @@ affine assumes; the shift is not corrected (it is below the store grid's
 resolution).
 """
 
+import dataclasses
+import json
 import os
 from typing import Callable, Dict, Optional, Sequence
 
@@ -165,7 +167,6 @@ class FeatureTeacher:
 
 
 def _arch_dict(arch) -> dict:
-  if hasattr(arch, '__dataclass_fields__'):
-    return {k: (list(v) if isinstance(v, tuple) else v)
-            for k, v in ((f, getattr(arch, f)) for f in arch.__dataclass_fields__)}
+  if dataclasses.is_dataclass(arch):
+    return json.loads(json.dumps(dataclasses.asdict(arch), default=str))
   return {'repr': repr(arch)}

@@ -68,7 +68,7 @@ def default_grid(name: str):
 def make_teacher(name: str, *, grid=None, extend=teacher_lib.TEACHER_EXTEND,
                  sapiens_pose=None, sapiens_seg=None, sapiens_depth=None, sapiens_dir=None,
                  device=None, patch_padding=None, input_hw=None, batch: int = 1,
-                 dtype='float32'):
+                 dtype='float32', num_heads=None):
   grid = default_grid(name) if grid is None else grid
   if name == 'oracle':
     return OracleTeacher(grid=grid, extend=extend)
@@ -79,7 +79,7 @@ def make_teacher(name: str, *, grid=None, extend=teacher_lib.TEACHER_EXTEND,
     files = find_checkpoints(sapiens_pose, sapiens_seg, sapiens_depth, sapiens_dir,
                              exts=('pth', 'pt2', 'pt'))
     pad = dict(PATCH_PADDING, **(patch_padding or {}))
-    models = {t: sapiens_jax.load(f, patch_padding=pad[t], dtype=dtype)
+    models = {t: sapiens_jax.load(f, patch_padding=pad[t], dtype=dtype, num_heads=num_heads)
               for t, f in files.items()}
     return features_lib.FeatureTeacher(models, files=files, grid=grid, extend=extend,
                                        input_hw=input_hw or features_lib.INPUT_HW,
@@ -314,6 +314,9 @@ def main(argv=None):
                         f'default {pad}, see the README\'s table)')
   p.add_argument('--teacher_hw', type=int, nargs=2, default=list(features_lib.INPUT_HW),
                  metavar=('H', 'W'), help='sapiens_features input size')
+  p.add_argument('--sapiens_num_heads', type=int, default=None,
+                 help='attention heads of a non-standard Sapiens size (the four released '
+                      'sizes are recognised from their weights)')
   p.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'),
                  help='sapiens_features compute dtype')
   p.add_argument('--device', default=None, help='torch device (sapiens; default cuda if '
@@ -334,7 +337,7 @@ def main(argv=None):
                          sapiens_pose=args.sapiens_pose, sapiens_seg=args.sapiens_seg,
                          sapiens_depth=args.sapiens_depth, sapiens_dir=args.sapiens_dir,
                          device=args.device, batch=args.batch, dtype=args.dtype,
-                         input_hw=tuple(args.teacher_hw),
+                         input_hw=tuple(args.teacher_hw), num_heads=args.sapiens_num_heads,
                          patch_padding={t: getattr(args, f'sapiens_{t}_padding')
                                         for t in PATCH_PADDING})
   source = open_source(args.dataset, args.root, args.split, mano_dir=args.mano_dir)
