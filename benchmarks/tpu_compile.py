@@ -16,10 +16,19 @@ figure in TOPOLOGIES). The step is the one training runs:
 `batch_sharding`, lowered on abstract inputs (ShapeDtypeStructs carrying
 the shardings), so nothing is allocated.
 
+`--sapiens` compiles the Sapiens teacher's forward instead (backbone + head,
+a2p_jax/teacher/sapiens_jax.py; 0.3b and 1b with the pose head, 8 images of
+1024 x 768 per chip, bfloat16, parameters replicated and the batch split) and
+prints the memory per chip: does a precompute batch fit?
+
+    python benchmarks/tpu_compile.py --sapiens [--topologies v5e-4,v4-8]
+        [--sapiens_sizes 0.3b,1b] [--sapiens_batch 8] [--sapiens_head pose]
+
 Exits with status 2 and says how to install libtpu when it is missing.
 """
 
 import argparse
+import functools
 import importlib
 import importlib.util
 import os
@@ -36,7 +45,7 @@ if __name__ == '__main__':
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
 
 from a2p_jax.data.hands import load_hand_models  # noqa: E402
 from a2p_jax.runtime import sharding as shard_lib  # noqa: E402
@@ -148,18 +157,26 @@ def compile_stats(config, devices, global_batch: int, prior_channels: int, hbm_b
     if 'RESOURCE_EXHAUSTED' in msg or 'Ran out of memory' in msg:
       raise OutOfMemory(msg.splitlines()[0][:300]) from e
     raise
+  s = executable_stats(compiled)
+  s.update(batch=global_batch, compile_s=time.perf_counter() - t0)
+  if s['peak'] > hbm_bytes:
+    raise OutOfMemory(f"peak {s['peak'] / GIB:.2f} GiB > HBM {hbm_bytes / GIB:.0f} GiB")
+  return s
+
+
+def executable_stats(compiled) -> dict:
+  """Per-device memory (bytes) and FLOPs of a compiled executable; peak =
+  argument + output - alias + temp + code (or the compiler's own peak when
+  it reports a larger one)."""
   mem = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  s = {'batch': global_batch, 'compile_s': time.perf_counter() - t0,
-       'argument': mem.argument_size_in_bytes, 'temp': mem.temp_size_in_bytes,
+  s = {'argument': mem.argument_size_in_bytes, 'temp': mem.temp_size_in_bytes,
        'output': mem.output_size_in_bytes, 'alias': mem.alias_size_in_bytes,
        'code': mem.generated_code_size_in_bytes,
        'flops': float(cost.get('flops', float('nan'))) if cost else float('nan')}
   computed = s['argument'] + s['output'] - s['alias'] + s['temp'] + s['code']
   s['peak'] = max(int(getattr(mem, 'peak_memory_in_bytes', 0) or 0), computed)
-  if s['peak'] > hbm_bytes:
-    raise OutOfMemory(f"peak {s['peak'] / GIB:.2f} GiB > HBM {hbm_bytes / GIB:.0f} GiB")
   return s
 
 
@@ -285,24 +302,123 @@ def table(rows, batch: int) -> str:
   return '\n'.join(lines)
 
 
+# ----------------------------------------------------------------------------- Sapiens
+# The Sapiens teacher (a2p_jax/teacher/sapiens_jax.py) as a precompute would
+# run it: backbone + head, parameters replicated, the batch split over the
+# chips (data parallel: every chip runs the same program on its share).
+SAPIENS_SIZES = ('0.3b', '1b')
+SAPIENS_TOPOLOGIES = ('v5e-4', 'v4-8')
+
+
+def lower_sapiens(size, devices, per_device_batch: int, head='pose', dtype='bfloat16',
+                  hw=(1024, 768)):
+  """The jitted Sapiens forward lowered for a data-parallel mesh over `devices`
+  on abstract inputs (nothing allocated)."""
+  from a2p_jax.teacher import sapiens_jax
+  arch = sapiens_jax.resolve_arch(size, head)
+  mesh = Mesh(np.asarray(devices), ('data',))
+  replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+  params = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                        sapiens_jax.abstract_params(arch, np.dtype(dtype)))
+  images = jax.ShapeDtypeStruct((per_device_batch * len(devices),) + tuple(hw) + (3,),
+                                np.float32, sharding=batch)
+  f = jax.jit(functools.partial(sapiens_jax.apply, arch, dtype=np.dtype(dtype)),
+              in_shardings=(replicated, batch), out_shardings=batch)
+  return f.lower(params, images)
+
+
+def sapiens_row(name, size, per_device_batch, head, dtype, log=print):
+  spec = TOPOLOGIES[name]
+  devices = topology_devices(name)
+  row = {'name': name, 'topology': spec['topology_name'], 'devices': len(devices),
+         'hbm_gib': spec['hbm_gib'], 'size': size, 'head': head, 'dtype': dtype,
+         'per_device_batch': per_device_batch}
+  log(f'{name} ({spec["topology_name"]}, {len(devices)} x {devices[0].device_kind}): compiling '
+      f'Sapiens {size} + {head} head, {dtype}, {per_device_batch} images per chip')
+  t0 = time.perf_counter()
+  try:
+    compiled = lower_sapiens(size, devices, per_device_batch, head, dtype).compile()
+  except jax.errors.JaxRuntimeError as e:
+    msg = str(e)
+    if 'RESOURCE_EXHAUSTED' in msg or 'Ran out of memory' in msg:
+      row['oom'] = msg.splitlines()[0][:200]
+      log(f'  does not fit: {row["oom"]}')
+      return row
+    raise
+  row.update(executable_stats(compiled), compile_s=time.perf_counter() - t0)
+  log(f"  peak {row['peak'] / GIB:.2f} GiB per chip, compiled in {row['compile_s']:.0f} s")
+  return row
+
+
+def sapiens_table(rows) -> str:
+  def g(x):
+    return f'{x / GIB:.2f}'
+  # No FLOPs column: the blocks are a lax.scan, whose body XLA's cost analysis
+  # counts once (benchmarks/sapiens_speed.py has the corrected counts).
+  lines = [('| model | slice | chips | HBM/chip GiB | images/chip | dtype | argument GiB | '
+            'temp GiB | output GiB | peak GiB/chip | fits | compile s |'),
+           '|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|---:|']
+  for r in rows:
+    model = f"Sapiens {r['size']} + {r['head']} head"
+    head = (f"| {model} | {r['name']} ({r['topology']}) | {r['devices']} | {r['hbm_gib']} | "
+            f"{r['per_device_batch']} | {r['dtype']} |")
+    if 'oom' in r:
+      lines.append(f"{head} does not fit: {r['oom']} ||||||")
+      continue
+    fits = 'yes' if r['peak'] <= r['hbm_gib'] * GIB else 'no'
+    lines.append(f"{head} {g(r['argument'])} | {g(r['temp'])} | {g(r['output'])} | "
+                 f"{g(r['peak'])} | {fits} | {r['compile_s']:.0f} |")
+  return '\n'.join(lines)
+
+
+def main_sapiens(args):
+  names = [t for t in (args.topologies or ','.join(SAPIENS_TOPOLOGIES)).split(',') if t]
+
+  def log(m):
+    print(m, file=sys.stderr, flush=True)
+
+  rows = []
+  for name in names:
+    for size in args.sapiens_sizes.split(','):
+      rows.append(sapiens_row(name, size, args.sapiens_batch, args.sapiens_head,
+                              args.sapiens_dtype, log))
+  print(f'# Sapiens forward (backbone + {args.sapiens_head} head), 1024x768 input, '
+        f'{args.sapiens_batch} images per chip, params replicated, batch split; compiled on '
+        f'{platform.machine()} ({os.cpu_count()} cores), jax {jax.__version__}, '
+        f'libtpu {libtpu_version()}')
+  print(sapiens_table(rows))
+  return 0
+
+
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  ap.add_argument('--topologies', default=','.join(DEFAULT_TOPOLOGIES),
-                  help=f'comma-separated, from {sorted(TOPOLOGIES)}')
+  ap.add_argument('--topologies', default='',
+                  help=f'comma-separated, from {sorted(TOPOLOGIES)} (default: '
+                       f'{",".join(DEFAULT_TOPOLOGIES)}; with --sapiens '
+                       f'{",".join(SAPIENS_TOPOLOGIES)})')
   ap.add_argument('--config', default='a2p_interhand26m', help='a module in a2p_jax/configs/')
   ap.add_argument('--batch', type=int, default=0, help='global batch (default: the config\'s)')
   ap.add_argument('--fsdp', type=int, default=0, help='config.mesh.fsdp (default: the config\'s)')
   ap.add_argument('--prior_channels', type=int, default=SAPIENS_PRIOR_CHANNELS)
   ap.add_argument('--no_search', action='store_true', help='skip the largest-batch search')
   ap.add_argument('--limit', type=int, default=1024, help='largest per-device batch tried')
+  ap.add_argument('--sapiens', action='store_true',
+                  help='compile the Sapiens teacher forward instead of the train step')
+  ap.add_argument('--sapiens_sizes', default=','.join(SAPIENS_SIZES))
+  ap.add_argument('--sapiens_batch', type=int, default=8, help='images per chip')
+  ap.add_argument('--sapiens_head', default='pose', choices=('pose', 'seg', 'depth'))
+  ap.add_argument('--sapiens_dtype', default='bfloat16', choices=('bfloat16', 'float32'))
   args = ap.parse_args(argv)
-  names = [t for t in args.topologies.split(',') if t]
+  names = [t for t in (args.topologies or ','.join(
+      SAPIENS_TOPOLOGIES if args.sapiens else DEFAULT_TOPOLOGIES)).split(',') if t]
   unknown = [t for t in names if t not in TOPOLOGIES]
   if unknown:
     ap.error(f'unknown topologies {unknown}; known: {sorted(TOPOLOGIES)}')
   if not libtpu_available():
     print(INSTALL_HINT, file=sys.stderr)
     return 2
+  if args.sapiens:
+    return main_sapiens(args)
   config = importlib.import_module(f'a2p_jax.configs.{args.config}').get_config()
   if args.fsdp:
     config.mesh.fsdp = args.fsdp

@@ -242,7 +242,8 @@ def assert_close(out, ref, tol=1e-4):
 
 def test_bicubic_resize_matches_torch():
   """The position-embedding resize == F.interpolate(bicubic, align_corners=False),
-  up and down (its per-axis matrices, applied with numpy)."""
+  up and down (its per-axis matrices, applied with numpy); the seg logits'
+  upsampling == F.interpolate(bilinear)."""
   rng = np.random.default_rng(0)
   pos = rng.standard_normal((8, 6, 5)).astype(np.float32)
   for hw in ((10, 8), (5, 3), (8, 9), (64, 48)):
@@ -250,6 +251,11 @@ def test_bicubic_resize_matches_torch():
                          align_corners=False)[0].permute(1, 2, 0).numpy()
     mh, mw = sapiens_jax._bicubic_matrix(8, hw[0]), sapiens_jax._bicubic_matrix(6, hw[1])
     np.testing.assert_allclose(np.einsum('ih,jw,hwc->ijc', mh, mw, pos), want, atol=2e-6, rtol=0)
+  # mmseg's final resize of the seg logits to the input size (bilinear).
+  want = F.interpolate(torch.from_numpy(pos).permute(2, 0, 1)[None], size=(32, 24),
+                       mode='bilinear', align_corners=False)[0].permute(1, 2, 0).numpy()
+  got = sapiens_jax.upsample_like_input(jnp.asarray(pos[None]), (32, 24))[0]
+  np.testing.assert_allclose(got, want, atol=2e-6, rtol=0)
 
 
 @pytest.mark.parametrize('kind, padding, want_pad', [
