@@ -182,3 +182,31 @@ def test_precompute_cli_8_devices_processes_and_resume(tiny_synthetic, tmp_path)
     os.remove(split / f)
   pre.main(args(split, 1))
   assert _store_bytes(split) == _store_bytes(one)
+
+
+@pytest.mark.slow
+def test_features_path_end_to_end_on_the_synthetic_set(tiny_synthetic, tmp_path):
+  """precompute (random small Sapiens-JAX) -> feature store -> stage-1
+  training with config.teacher.signal='features' -> evaluation. Plumbing,
+  not accuracy: a random teacher's features carry no hand information."""
+  pytest.importorskip('torch')
+  from a2p_jax.eval import run
+  from a2p_jax.train import stage1
+  from tests import tiny_training
+  hw = _sapiens_files(tmp_path / 'sapiens')
+  store = tmp_path / 'store'
+  pre.main(['--teacher', 'sapiens_features', '--dataset', 'synthetic', '--root', tiny_synthetic,
+            '--split', 'train', '--out', str(store), '--sapiens_dir', str(tmp_path / 'sapiens'),
+            '--teacher_hw', str(hw[0]), str(hw[1]), '--grid', '4', '3', '--pca', '4',
+            '--sapiens_num_heads', '2', '--batch', '4'])
+  data = {'root': tiny_synthetic, 'priors': str(store)}
+  c = tiny_training.config(data, num_train_steps=2, **{'teacher.signal': 'features'})
+  out = stage1.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert out['step'] == 2 and np.isfinite(out['metrics']['loss_prior'])
+  summary = run.evaluate_checkpoint(str(tmp_path / 'run'), str(tmp_path / 'eval'),
+                                    root=tiny_synthetic, split='test', limit=2, chunk=2,
+                                    penetration=False)
+  assert np.isfinite(summary['interwild/mpjpe_all'])
+  c_out = tiny_training.config(data, num_train_steps=2)   # the store holds features
+  with pytest.raises(ValueError, match="signal='outputs'"):
+    stage1.train_and_evaluate(c_out, str(tmp_path / 'run2'))
