@@ -228,7 +228,8 @@ def rel_err(got, want):
   return float(np.max(np.abs(np.asarray(got, np.float64) - want)) / np.max(np.abs(want)))
 
 
-def assert_close(out, ref, tol=1e-4):
+def assert_close(out, ref, tol=1e-5):
+  # float32 errors are ~1e-6 here; the tanh GELU instead of erf gives ~8e-5.
   assert set(out) == set(ref), (sorted(out), sorted(ref))
   for k in ref:
     assert out[k].shape == ref[k].shape, (k, out[k].shape, ref[k].shape)
