@@ -376,6 +376,10 @@ def _corrupt(tmp_path, change):
      'backbone.extra.weight', 'unexpected key'),
     (lambda sd: sd.pop('head.deconv_layers.0.weight'), 'head.deconv_layers.0.weight',
      'missing key'),
+    (lambda sd: sd.pop('head.conv_layers.3.weight'), 'head.conv_layers.3.weight',
+     'missing key'),
+    (lambda sd: sd.update({'head.deconv_layers.3.weight': torch.zeros(16, 16, 5, 5)}),
+     'head.deconv_layers.3.weight', 'has shape'),
 ])
 def test_bad_checkpoint_names_file_and_key(tmp_path, change, key, what):
   path = _corrupt(tmp_path, change)

@@ -33,23 +33,32 @@ configs under pose/configs/sapiens_pose and seg/configs/sapiens_{seg,depth}):
   (VitDepthHead): 4 deconvs and 2 convs of 384, 1 channel at H x W. A head
   of the same form with 3 channels is a surface-normal head ('normal').
   The heads' dropout before the last conv is off at inference.
-- Checkpoints: the `.pth` files hold `{'meta', 'state_dict', ...}`, the state
-  dict keys being the mmpose/mmseg model's: `backbone.*`, and `head.*`
+- Checkpoints: the `.pth` files are mmengine checkpoints, `{'meta',
+  'state_dict', ...}` (the metadata may pickle numpy arrays and mmengine
+  objects, which torch's weights_only loading refuses; they are read inert),
+  the state dict keys being the mmpose/mmseg model's: `backbone.*`, and `head.*`
   (mmpose: `head.deconv_layers.{0,3}.weight`, `head.conv_layers.{0,3}.*`,
   `head.final_layer.*`) or `decode_head.*` (mmseg: `deconv_layers`,
   `conv_layers`, `conv_seg`). The `*_torchscript.pt2` files are
   `torch.jit.trace` of that same model (tools/deployment/pytorch2torchscript.py
   in pose/ and seg/): same keys, no wrapper, plus the data preprocessor's
-  mean/std buffers (`data_preprocessor.mean`/`.std`, non-persistent, yet in
-  a traced module's state dict), which are ignored. The `*_bfloat16.pt2`
-  files are `torch.export` archives of the same model (tools/deployment/
-  torch_optimization.py); their state dict has the same keys and loads too.
+  mean/std buffers (`data_preprocessor.mean`/`.std`: non-persistent, yet
+  in a traced module's state dict, as torch 2.13 shows), which are ignored.
+  The `*_bfloat16.pt2` files are `torch.export` archives of the same model
+  (tools/deployment/torch_optimization.py); their state dict has the same
+  keys and loads too. None of this was checked on the released files (they
+  are licensed; the tests build files of the same layout).
 
 The input is RGB normalised with Sapiens' mean/std on the 0-255 scale
 (configs: mean (123.675, 116.28, 103.53), std (58.395, 57.12, 57.375); the
 lite demos round them), NHWC float32, H and W multiples of 16. Parameters
 are a plain pytree and `apply(arch, params, images)` is pure, so it can be
 jitted with explicit shardings (params replicated, the batch split).
+`dtype=jnp.bfloat16` computes in bfloat16 (LayerNorm, softmax and
+InstanceNorm statistics in float32); float32 on TPU multiplies at the
+default (bfloat16-pass) precision unless `jax.default_matmul_precision` says
+otherwise. Attention is materialised (N x heads x L x L, L = 3072 at
+1024 x 768).
 """
 
 import dataclasses
@@ -624,7 +633,19 @@ def _infer_head(path, sd) -> tuple[str, HeadArch] | None:
       key = f'{prefix}{name}.{missing[0] if missing else want[-1]}.weight'
       raise CheckpointError(f'Sapiens checkpoint {path}: missing key {key!r} (the {name} '
                             f'are numbered {idx}, expected {want})')
-    return [sd[f'{prefix}{name}.{i}.weight'] for i in idx]
+    out = []
+    for i in idx:
+      key = f'{prefix}{name}.{i}.weight'
+      if key not in sd:
+        raise CheckpointError(f'Sapiens checkpoint {path}: missing key {key!r}')
+      w = sd[key]
+      if w.ndim != 4 or w.shape[2] != w.shape[3] or (
+          name == 'deconv_layers' and w.shape[2] not in (2, 3, 4)):
+        raise CheckpointError(f'Sapiens checkpoint {path}: key {key!r} has shape '
+                              f'{tuple(w.shape)}, expected a square 4-d kernel'
+                              + (' of size 2, 3 or 4' if name == 'deconv_layers' else ''))
+      out.append(w)
+    return out
 
   deconv = layers('deconv_layers')
   conv = layers('conv_layers')
