@@ -343,7 +343,13 @@ class Sapiens:
   `apply`); `model.features(images)` runs the backbone only; `model.apply`
   is the pure function of (params, images) for callers that jit with
   their own shardings, e.g.
-  `jax.jit(model.apply, in_shardings=(replicated, batch_sharded))`."""
+  `jax.jit(model.apply, in_shardings=(replicated, batch_sharded))`.
+
+  Inside a caller's own jit, use `model.apply(params, images,
+  features_only=True)` with `params` an argument of that jit: calling
+  `model(...)` or `model.features(...)` there closes over `model.params`,
+  which XLA then embeds in the program as constants (measured: a 1.8 M
+  parameter model gave 14 MB of HLO text; a 0.3b model would carry 1.2 GB)."""
 
   def __init__(self, arch: Arch, params, *, dtype=jnp.float32, source: str | None = None):
     self.arch = arch
