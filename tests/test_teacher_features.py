@@ -2,6 +2,7 @@
 stores, and the precompute split over processes (byte-identical)."""
 
 import dataclasses
+import functools
 import os
 
 import jax
@@ -26,14 +27,16 @@ class _FakeSapiens:
 
   def __init__(self, c, seed):
     self.arch = _Arch(c)
-    self.w = jnp.asarray(np.random.default_rng(seed).normal(size=(3 * 16 * 16, c)), jnp.float32)
+    self.params = {'w': jnp.asarray(np.random.default_rng(seed).normal(size=(3 * 16 * 16, c)),
+                                    jnp.float32)}
 
-  def features(self, images):
+  def apply(self, params, images, *, features_only=False):
+    assert features_only
     n, h, w, _ = images.shape
     p = images.reshape(n, h // 16, 16, w // 16, 16, 3).transpose(0, 1, 3, 2, 4, 5)
-    f = jnp.tanh(p.reshape(n, h // 16, w // 16, -1) @ self.w / 30.0)
+    f = jnp.tanh(p.reshape(n, h // 16, w // 16, -1) @ params['w'] / 30.0)
     col = jnp.arange(w // 16, dtype=jnp.float32)[None, None, :, None]
-    return f + 0.1 * col
+    return {'features': f + 0.1 * col}
 
 
 def _teacher(batch=1, mesh=None, grid=(4, 3)):
@@ -57,7 +60,7 @@ def test_two_views_make_the_flip_exact():
   perm = t.flip_permutation
   np.testing.assert_array_equal(perm[perm], np.arange(t.num_channels))  # an involution
   x = np.random.default_rng(1).normal(size=(2, 128, 96, 3)).astype(np.float32)
-  fn = t._fns['pose']
+  fn = functools.partial(t._fns['pose'], t._params['pose'])
   a, b = np.asarray(fn(x)), np.asarray(fn(x[:, :, ::-1]))
   # The mirrored crop's maps = the crop's maps mirrored, views swapped.
   p = teacher_lib.flip_permutation_matrix(perm[:10])
@@ -151,6 +154,7 @@ def test_precompute_cli_8_devices_processes_and_resume(tiny_synthetic, tmp_path)
   pytest.importorskip('torch')
   import subprocess
   import sys
+
   from tests import tiny_training
   hw = _sapiens_files(tmp_path / 'sapiens')
 

@@ -31,7 +31,8 @@ resolution).
 import dataclasses
 import json
 import os
-from typing import Callable, Dict, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -78,22 +79,32 @@ def pool_to_grid(tokens_NxHxWxC, grid):
   return x.astype(jnp.float32).mean((2, 4))
 
 
-def make_pooled_features(features_fn: Callable, grid, mesh: Optional[Mesh]):
-  """jit of images (N, H, W, 3) -> (N, gh, gw, 2C): both views pooled, the
-  batch split over `mesh`'s 'data' axis (None: default device)."""
+def make_pooled_features(apply_fn: Callable, grid, mesh: Mesh | None):
+  """jit of (params, images (N, H, W, 3)) -> (N, gh, gw, 2C): both views
+  pooled; `apply_fn(params, images)` -> the token map (N, H/16, W/16, C).
+  The parameters are an argument (replicated), not constants folded into
+  the program; the batch is split over `mesh`'s 'data' axis (None: the
+  default device)."""
 
-  def fn(images):
+  def fn(params, images):
     n = images.shape[0]
     # Each example's two views stay next to each other (on its device).
     both = jnp.stack([images, images[:, :, ::-1]], 1).reshape((2 * n,) + images.shape[1:])
-    f = pool_to_grid(features_fn(both), grid)
+    f = pool_to_grid(apply_fn(params, both), grid)
     f = f.reshape((n, 2) + f.shape[1:])
     return jnp.concatenate([f[:, 0], f[:, 1, :, ::-1]], -1)
 
   if mesh is None:
     return jax.jit(fn)
-  data = NamedSharding(mesh, P('data'))
-  return jax.jit(fn, in_shardings=data, out_shardings=data)
+  data, replicated = NamedSharding(mesh, P('data')), NamedSharding(mesh, P())
+  return jax.jit(fn, in_shardings=(replicated, data), out_shardings=data)
+
+
+def _backbone_fn(model):
+  """params, images -> the last-layer tokens of a Sapiens-JAX model (its
+  head skipped), or of any object with `.apply(params, images,
+  features_only=True)['features']`."""
+  return lambda params, images: model.apply(params, images, features_only=True)['features']
 
 
 def local_mesh() -> Mesh:
@@ -106,9 +117,10 @@ class FeatureTeacher:
   """Teacher interface (`precompute`): `teacher(examples) -> [(maps (gh, gw,
   C_total) float32, affine (2, 3) image px -> map px)]`.
 
-  models: {'pose'|'seg'|'depth': a Sapiens-JAX model} (`sapiens_jax.load`);
-  each must have `.features(images)` and `.arch.embed_dim`. files: the
-  checkpoint file per task (recorded in the store's meta).
+  models: {'pose'|'seg'|'depth': a Sapiens-JAX model} (`sapiens_jax.load`):
+  `.params`, `.apply(params, images, features_only=True)` and
+  `.arch.embed_dim`. files: the checkpoint file per task (recorded in the
+  store's meta).
   """
 
   name = 'sapiens_features'
@@ -131,8 +143,10 @@ class FeatureTeacher:
     dims = {t: int(m.arch.embed_dim) for t, m in self.models.items()}
     self.channel_names, self.groups, self.flip_permutation = channel_layout(dims)
     self.num_channels = len(self.channel_names)
-    self._fns = {t: make_pooled_features(m.features, self.grid, self.mesh)
+    self._fns = {t: make_pooled_features(_backbone_fn(m), self.grid, self.mesh)
                  for t, m in self.models.items()}
+    replicated = NamedSharding(self.mesh, P())
+    self._params = {t: jax.device_put(m.params, replicated) for t, m in self.models.items()}
 
   def config(self) -> dict:
     ckpts = {}
@@ -161,7 +175,7 @@ class FeatureTeacher:
     pad = (-n) % self.batch  # one shape for every call: repeat the last crop
     if pad:
       x = np.concatenate([x, np.repeat(x[-1:], pad, 0)])
-    maps = np.concatenate([np.asarray(jax.device_get(self._fns[t](x)))[:n]
+    maps = np.concatenate([np.asarray(jax.device_get(self._fns[t](self._params[t], x)))[:n]
                            for t in self.models], -1)
     return [(maps[i], affines[i]) for i in range(n)]
 
