@@ -8,10 +8,21 @@ the float64 reference tests). Modules mix precisions only on purpose and
 within themselves, so clearing at module boundaries isolates them.
 """
 
-import jax
-import pytest
+import os
 
-from a2p_jax.data.hands import load_hand_models
+# Set before JAX starts a backend. The tests compile many small programs and
+# run each a few times: XLA's LLVM optimisation costs more than it saves here
+# (the tiny stage-1 train step: 64 s -> 27 s to compile, measured
+# 2026-12-02). Appended, so a user's XLA_FLAGS stay; subprocesses inherit it
+# (tests/tiny_training.xla_flags adds a device count to it).
+FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
+if FAST_COMPILE not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {FAST_COMPILE}'.strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from a2p_jax.data.hands import load_hand_models  # noqa: E402
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
 

@@ -33,7 +33,7 @@ tested elsewhere are listed here, not repeated.
 | train.py | config typo, value of the wrong type | one-line usage error naming the flag (exit 2, no traceback) | here |
 | configs.*.get_config() from Python | setting a field that does not exist (typo) | AttributeError naming the key (configs come locked) | here |
 | train.py | batch size not dividing the devices | ValueError naming config.batch_size; checkpoints untouched | here |
-| train | NaN loss | stops, last checkpoint kept | test_train_stage1::test_nonfinite_step_stops_and_keeps_checkpoint |
+| train | NaN loss | stops, last checkpoint kept | test_train_loop::test_nonfinite_step_stops_and_keeps_the_checkpoints; test_train_stage1::test_nonfinite_step_stops_and_keeps_checkpoint (slow) |
 | eval | corrupt or missing checkpoint | CheckpointError | test_train_stage1::test_eval_scores_the_checkpoint; test_train_checkpoint::test_all_corrupt_is_an_error_not_a_fresh_start |
 | Predictions | missing id, wrong shape, unknown units, null hand the GT has | PredictionsError naming the entry | test_eval_predictions::test_bad_files_name_the_entry |
 | Predictions | NaN/Inf, units contradicting the numbers, duplicate ids, wrong types, corrupt npz | PredictionsError naming the entry | here |
@@ -65,6 +65,7 @@ from a2p_jax.data.interhand26m import AnnotationError, InterHand26M
 from a2p_jax.eval import run as eval_run
 from a2p_jax.eval.predictions import Predictions, PredictionsError
 from a2p_jax.teacher import precompute as pre
+from tests import tiny_training
 from a2p_jax.teacher import store as store_lib
 from a2p_jax.runtime import checkpoint as ckpt_lib
 from tests import interhand_fixtures as fx
@@ -443,7 +444,7 @@ def test_train_batch_not_dividing_devices_leaves_checkpoints_intact(tmp_path):
   before = snapshot(wd)
   run = _train_py(['--config=a2p_jax/configs/synthetic_tiny.py:test', f'--workdir={wd}',
                    '--config.batch_size=12'],
-                  XLA_FLAGS='--xla_force_host_platform_device_count=8')
+                  XLA_FLAGS=tiny_training.xla_flags(8))
   assert run.returncode != 0
   assert 'config.batch_size=12 must be a multiple of the device count 8' in run.stderr, \
       run.stderr[-2000:]

@@ -12,6 +12,7 @@ from a2p_jax.inference.stage2 import load_repair, restore
 from a2p_jax.train import stage2
 from a2p_jax.configs import diffusion_tiny
 from tests import diffusion_fixtures as fx
+from tests import tiny_training
 
 
 @pytest.fixture(scope='module')
@@ -88,7 +89,7 @@ def test_eight_devices_match_one_device(tmp_path, pairs_file):
   graphdef = stage2.create_train_state(c, stage2.shard_lib.make_mesh(1))[0]
   ref = param_checksums(nnx.merge(graphdef, one['state'])[0])
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+  env = dict(os.environ, XLA_FLAGS=tiny_training.xla_flags(8),
              JAX_PLATFORMS='cpu')
   run = subprocess.run([sys.executable, os.path.join(repo, 'tests', 'stage2_probe.py'),
                         pairs_file, str(tmp_path / 'multi'), str(steps)], cwd=repo, env=env,

@@ -187,6 +187,7 @@ def test_resume_equals_uninterrupted(data, tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow  # the loop's tripwire on a toy model: tests/test_train_loop.py (default run)
 def test_nonfinite_step_stops_and_keeps_checkpoint(data, tmp_path):
   stage1.train_and_evaluate(_config(data, num_train_steps=2), str(tmp_path))
   with pytest.raises(loop_lib.NonFiniteError, match='non-finite'):
@@ -218,9 +219,10 @@ def _batch_file(data, tmp_path, with_priors):
   return str(path), (b['priors'].shape[-1] if with_priors else 1)
 
 
+@pytest.mark.slow  # 8-device training in the default run: test_diffusion_train, test_bad_input
 def test_eight_devices_match_one_device(data, tmp_path):
   path, channels = _batch_file(data, tmp_path, with_priors=bool(data['priors']))
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+  env = dict(os.environ, XLA_FLAGS=tiny_training.xla_flags(8),
              JAX_PLATFORMS='cpu')
   run = subprocess.run([sys.executable, os.path.join(REPO, 'tests', 'train_step_probe.py'),
                         path, str(channels)], cwd=REPO, env=env,

@@ -65,12 +65,18 @@ def persistent_cache(directory: str, min_compile_secs: float = 0.5):
     cc.reset_cache()
 
 
+def xla_flags(devices: int) -> str:
+  """This process's XLA_FLAGS (the test session's, tests/conftest.py) plus
+  `devices` fake CPU devices, for a subprocess."""
+  return f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count={devices}'
+
+
 def subprocess_env(cache_dir: str, devices: int = 0, min_compile_secs: float = 0.5) -> dict:
   env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_COMPILATION_CACHE_DIR=cache_dir,
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=str(min_compile_secs),
              JAX_NUMPY_RANK_PROMOTION='raise', PYTHONPATH=REPO)
   if devices:
-    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+    env['XLA_FLAGS'] = xla_flags(devices)
   return env
 
 
