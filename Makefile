@@ -21,8 +21,11 @@ demo: $(STAMP)
 demo-mano: $(STAMP)
 	$(PY) -m mano_jax.demo --out demo_mano_out
 
+# Two pytest workers, each taking whole test files (module fixtures are built
+# once); TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # Slow tests only (excluded from `make test`).
 test-slow: $(STAMP)

@@ -52,13 +52,17 @@ def _params(state):
   return [np.asarray(x) for x in jax.tree.leaves(ckpt_lib.flatten(state))]
 
 
+def _trained_config(data):
+  return _config(data, num_train_steps=40, log_every=5, checkpoint_every=20,
+                 **{'optim.lr': 3e-3, 'optim.warmup_steps': 0})
+
+
 @pytest.fixture(scope='module')
 def trained(data, tmp_path_factory):
-  """40 steps of the tiny config (shared by the loss, eval and infer tests)."""
+  """40 steps of the tiny config, checkpoints at 20 and 40 (shared by the
+  loss, resume, eval and infer tests)."""
   workdir = tmp_path_factory.mktemp('trained')
-  c = _config(data, num_train_steps=40, log_every=5, checkpoint_every=40,
-              **{'optim.lr': 3e-3, 'optim.warmup_steps': 0})
-  return str(workdir), stage1.train_and_evaluate(c, str(workdir))
+  return str(workdir), stage1.train_and_evaluate(_trained_config(data), str(workdir))
 
 
 def test_loss_falls_and_step_traces_once(trained):
@@ -178,11 +182,15 @@ def test_eval_and_infer_never_change_a_workdir(trained, data, tmp_path):
   assert digests() == before
 
 
-def test_resume_equals_uninterrupted(data, tmp_path):
-  full = stage1.train_and_evaluate(_config(data, num_train_steps=4), str(tmp_path / 'a'))
-  stage1.train_and_evaluate(_config(data, num_train_steps=2), str(tmp_path / 'b'))
-  resumed = stage1.train_and_evaluate(_config(data, num_train_steps=4), str(tmp_path / 'b'))
-  assert resumed['step'] == 4
+def test_resume_equals_uninterrupted(trained, data, tmp_path):
+  """The trained run's copy without its step-40 checkpoint resumes from 20
+  (model, optimizer and data iterator) and ends where the run ended."""
+  import shutil
+  workdir, full = trained
+  shutil.copytree(workdir, tmp_path / 'b')
+  shutil.rmtree(tmp_path / 'b' / 'checkpoints' / '40')
+  resumed = stage1.train_and_evaluate(_trained_config(data), str(tmp_path / 'b'))
+  assert resumed['step'] == 40 and resumed['history'][0]['step'] == 25
   for x, y in zip(_params(full['state']), _params(resumed['state'])):
     np.testing.assert_array_equal(x, y)
 
