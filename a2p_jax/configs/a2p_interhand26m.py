@@ -53,13 +53,8 @@ def get_config(arg=None):
   c.model.mlp_dim = 1024
   c.model.dropout = 0.1             # ours
   # Projection (models/stage1.py): 3x3 conv, GELU, 1x1 conv to prior_dim (ours).
-  c.loss.mano_pose = 1.0            # ours, every term 1: InterWild sums its L1 terms unweighted
-  c.loss.mano_shape = 1.0
-  c.loss.joints_3d = 1.0
-  c.loss.joints_2d = 1.0
-  c.loss.depth_rel = 1.0
-  c.loss.rel_root = 1.0
-  c.loss.prior = 1.0
+  for term in c.loss:                # ours, every term 1: InterWild sums its L1 terms unweighted
+    c.loss[term] = 1.0
   c.data.aug_scale = 0.25           # InterWild's get_aug_config: scale 0.25, rotation 30 deg,
   c.data.aug_rotation_deg = 30.0    #   colour 0.2, flip 0.5 (feature stores hold both views
   c.data.aug_color = 0.2            #   of the teacher crop, so flips stay exact)

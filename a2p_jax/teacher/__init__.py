@@ -23,6 +23,7 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from a2p_jax.data import augment, pipeline
 from a2p_jax.geometry.camera import project
 from a2p_jax.teacher.store import open_store  # noqa: F401  (the public entry)
 
@@ -69,6 +70,21 @@ def box_affine(box, out_hw) -> np.ndarray:
   x0, y0, w, h = (float(v) for v in box)
   sx, sy = out_hw[1] / w, out_hw[0] / h
   return np.array([[sx, 0.0, -x0 * sx - 0.5], [0.0, sy, -y0 * sy - 0.5]])
+
+
+def teacher_crops(examples, input_hw, grid, *, extend: float, mean, std):
+  """The teacher's input for `examples`: each example's teacher crop
+  (`teacher_box`) warped to input_hw (H, W), RGB normalised with mean/std
+  on the 0-255 scale, float32 (N, H, W, 3); and per example the affine
+  image px -> store-grid px (`box_affine(box, grid)`, float32 (2, 3))."""
+  crops, affines = [], []
+  for ex in examples:
+    box = teacher_box(ex, extend=extend)
+    img = pipeline.load_image(ex)
+    crops.append(augment.warp_image(img, box_affine(box, input_hw), input_hw))
+    affines.append(box_affine(box, grid).astype(np.float32))
+  x = (np.stack(crops).astype(np.float32) - np.float32(mean)) / np.float32(std)
+  return x, affines
 
 
 def parse_groups(groups: Union[None, str, Iterable[str]]) -> Optional[tuple]:

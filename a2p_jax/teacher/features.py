@@ -41,7 +41,6 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from a2p_jax import teacher as teacher_lib
-from a2p_jax.data import augment, pipeline
 
 TASKS = ('pose', 'seg', 'depth')
 GROUP_OF_TASK = {'pose': 'keypoint', 'seg': 'segmentation', 'depth': 'depth'}
@@ -158,20 +157,10 @@ class FeatureTeacher:
     return {'teacher': self.name, 'signal': self.signal, 'extend': self.extend,
             'input_hw': list(self.input_hw), 'views': VIEWS, 'checkpoints': ckpts}
 
-  def _inputs(self, examples):
-    crops, affines = [], []
-    for ex in examples:
-      box = teacher_lib.teacher_box(ex, extend=self.extend)
-      img = pipeline.load_image(ex)
-      crops.append(augment.warp_image(img, teacher_lib.box_affine(box, self.input_hw),
-                                      self.input_hw))
-      affines.append(teacher_lib.box_affine(box, self.grid).astype(np.float32))
-    x = (np.stack(crops).astype(np.float32) - np.float32(MEAN)) / np.float32(STD)
-    return x, affines
-
   def __call__(self, examples: Sequence[dict]):
     n = len(examples)
-    x, affines = self._inputs(examples)
+    x, affines = teacher_lib.teacher_crops(examples, self.input_hw, self.grid,
+                                           extend=self.extend, mean=MEAN, std=STD)
     pad = (-n) % self.batch  # one shape for every call: repeat the last crop
     if pad:
       x = np.concatenate([x, np.repeat(x[-1:], pad, 0)])

@@ -87,18 +87,6 @@ def make_teacher(name: str, *, grid=None, extend=teacher_lib.TEACHER_EXTEND,
   raise ValueError(f'--teacher must be one of {TEACHERS}, got {name!r}')
 
 
-def _examples(source, lo, hi):
-  return [source[i] for i in range(lo, hi)]
-
-
-def _run(teacher, source, indices, batch):
-  out = []
-  for b in range(0, len(indices), batch):
-    exs = [source[int(i)] for i in indices[b:b + batch]]
-    out += [(ex['annot_id'], *r) for ex, r in zip(exs, teacher(exs))]
-  return out
-
-
 def build_meta(teacher, grid, pca_k, source_info, num_examples, shard_size, basis=None,
                reduced_groups=None) -> dict:
   """meta.json of a store. With PCA the basis goes to store.PCA_BASIS (it

@@ -48,7 +48,6 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from a2p_jax import teacher as teacher_lib
-from a2p_jax.data import augment, pipeline
 
 INPUT_HW = (1024, 768)
 MEAN = (123.5, 116.5, 103.5)
@@ -152,13 +151,8 @@ class SapiensTeacher:
     return self._models
 
   def _inputs(self, examples):
-    crops, affines = [], []
-    for ex in examples:
-      box = teacher_lib.teacher_box(ex, extend=self.extend)
-      img = pipeline.load_image(ex)
-      crops.append(augment.warp_image(img, teacher_lib.box_affine(box, INPUT_HW), INPUT_HW))
-      affines.append(teacher_lib.box_affine(box, self.grid).astype(np.float32))
-    x = (np.stack(crops).astype(np.float32) - np.float32(MEAN)) / np.float32(STD)
+    x, affines = teacher_lib.teacher_crops(examples, INPUT_HW, self.grid, extend=self.extend,
+                                           mean=MEAN, std=STD)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)), affines
 
   def _run(self, task, x):
