@@ -18,6 +18,7 @@ compiles once per module (tests/conftest.py clears JAX caches per module).
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy.spatial.transform import Rotation
@@ -126,6 +127,7 @@ def _volume(va, vb, faces_a=FACES_R, faces_b=FACES_L):
   return float(geometry.penetration_volume(va, faces_a, vb, faces_b))
 
 
+@pytest.mark.slow  # 13-22 s; PenVol itself: test_geometry_penetration (default run)
 @_settings(12)
 @given(root_r=SMALL_ROOT, fingers_r=SMALL_FINGERS, root_l=SMALL_ROOT, fingers_l=SMALL_FINGERS,
        nudge=NUDGE, rotvec=ROTVEC, shift=TRANSL)

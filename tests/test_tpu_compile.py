@@ -72,6 +72,7 @@ def test_abstract_paper_state_matches_the_model():
   assert n_opt == 2 * n_params
 
 
+@pytest.mark.slow  # 16 s; the abstract paper state is checked in the default run
 def test_abstract_step_args_and_lowering_on_cpu():
   """The step's arguments carry the training shardings (batch split over
   the mesh, MANO and step replicated), and the real jitted step lowers on
