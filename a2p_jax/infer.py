@@ -170,7 +170,7 @@ def run(images: Sequence[str], checkpoint: str, out_dir: str, *,
   print(f'checkpoint {checkpoint} step {step} (load {t_load:.1f} s); '
         f'latency per image: stage 1 {1000 * t_stage1:.1f} ms'
         + (f', stage 2 {1000 * t_stage2:.1f} ms ({int(repaired.sum())} of {len(images)} '
-           f'repaired)' if stage2 else '') + f'; wrote ' + ', '.join(os.path.join(out_dir, n) for n in names[:3]) + (' ...' if len(names) > 3 else ''))
+           f'repaired)' if stage2 else '') + '; wrote ' + ', '.join(os.path.join(out_dir, n) for n in names[:3]) + (' ...' if len(names) > 3 else ''))
   return records
 
 

@@ -155,7 +155,6 @@ class _FakeSelect(_FakeCh):
 class _RefUnpickler(pickle.Unpickler):
 
   def find_class(self, module, name):
-    import scipy.sparse
     if module == 'chumpy.ch' and name == 'Ch':
       return _FakeCh
     if module == 'chumpy.reordering' and name == 'Select':

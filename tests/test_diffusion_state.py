@@ -1,6 +1,5 @@
 """State vector round trip, statistics and the denoiser's shapes/init."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

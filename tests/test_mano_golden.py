@@ -1,6 +1,5 @@
 """mano_jax vs smplx.MANO outputs stored by tests/golden/make_smplx_golden.py."""
 
-import os
 
 import jax
 import numpy as np

@@ -1,6 +1,5 @@
 """mano_jax.forward against the independent float64 numpy reference."""
 
-import itertools
 import zlib
 
 import jax

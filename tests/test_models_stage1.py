@@ -194,3 +194,29 @@ def test_root_from_crop_vs_float64_reference():
   uv_all = np.stack([_reference_root(uvz[i], affine[i], focal[i], princpt[i], rots[i],
                                      input_hw)[1] for i in range(4)])
   np.testing.assert_allclose(proj, uv_all, atol=2e-3)
+
+
+def test_tracing_a_model_never_walks_the_trace(monkeypatch):
+  """a2p_jax.models.tracing: building and differentiating a model under
+  tracing never computes a tracer's origin (O(trace) each time, so O(n^2)
+  overall on jax 0.10.2), and `sharding` probes on tracers answer as before."""
+  from jax._src.interpreters import partial_eval as pe
+
+  from a2p_jax.models import tracing
+  assert tracing.install()  # idempotent; True: the linear-time property is in place
+  walks = []
+  real = pe.JaxprStackFrame.find_progenitors
+  monkeypatch.setattr(pe.JaxprStackFrame, 'find_progenitors',
+                      lambda self, t: walks.append(1) or real(self, t))
+
+  def loss(x):
+    assert not hasattr(x, 'sharding') and getattr(x, 'sharding', None) is None
+    model = Stage1(tiny_config(), prior_channels=C_PRIOR, rngs=nnx.Rngs(0))
+    out = model(x, jnp.zeros((B, 2, 2, C_PRIOR)), **dict(zip(('affine', 'focal', 'princpt'),
+                                                              camera_batch())))
+    return jnp.sum(out['pose_6d'])
+
+  jax.eval_shape(jax.grad(loss), jax.ShapeDtypeStruct((B, 64, 64, 3), jnp.float32))
+  assert not walks
+  with pytest.raises(AttributeError, match="'sharding' attribute is not available"):
+    jax.jit(lambda x: x.sharding)(jnp.zeros(2))

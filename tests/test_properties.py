@@ -16,7 +16,6 @@ compiles once per module (tests/conftest.py clears JAX caches per module).
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st

@@ -1,6 +1,5 @@
 """Prior store: round trip, missing ids, bad files, pickling, PCA + flip matrix."""
 
-import json
 import os
 import pickle
 

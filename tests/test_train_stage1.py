@@ -53,13 +53,13 @@ def _params(state):
 
 
 def _trained_config(data):
-  return _config(data, num_train_steps=40, log_every=5, checkpoint_every=20,
+  return _config(data, num_train_steps=20, log_every=5, checkpoint_every=10,
                  **{'optim.lr': 3e-3, 'optim.warmup_steps': 0})
 
 
 @pytest.fixture(scope='module')
 def trained(data, tmp_path_factory):
-  """40 steps of the tiny config, checkpoints at 20 and 40 (shared by the
+  """20 steps of the tiny config, checkpoints at 10 and 20 (shared by the
   loss, resume, eval and infer tests)."""
   workdir = tmp_path_factory.mktemp('trained')
   return str(workdir), stage1.train_and_evaluate(_trained_config(data), str(workdir))
@@ -67,7 +67,7 @@ def trained(data, tmp_path_factory):
 
 def test_loss_falls_and_step_traces_once(trained):
   workdir, got = trained
-  assert got['step'] == 40 and got['train_step_traces'] == 1
+  assert got['step'] == 20 and got['train_step_traces'] == 1
   hist = got['history']
   assert all(np.isfinite(h['loss']) for h in hist)
   # The total is dominated by betas, which images barely determine; the 2D
@@ -85,7 +85,7 @@ def test_eval_scores_the_checkpoint(trained, data, tmp_path):
   summary = run.evaluate_checkpoint(workdir, str(tmp_path / 'eval'), root=data['root'],
                                     split='test', limit=4, chunk=4)
   doc = json.load(open(tmp_path / 'eval' / 'report.json'))
-  assert doc['step'] == 40 and doc['checkpoint'].endswith(os.path.join('checkpoints', '40'))
+  assert doc['step'] == 20 and doc['checkpoint'].endswith(os.path.join('checkpoints', '20'))
   assert doc['dataset'] == 'synthetic' and doc['protocols'] == ['interwild', 'intaghand']
   for k in ('interwild/mpjpe_all', 'intaghand/mpjpe_all', 'mrrpe'):
     assert np.isfinite(summary[k]) and summary[k] > 0, (k, summary)
@@ -95,12 +95,12 @@ def test_eval_scores_the_checkpoint(trained, data, tmp_path):
   import shutil
   broken = tmp_path / 'broken'
   shutil.copytree(workdir, broken)
-  for dirpath, _, files in os.walk(broken / 'checkpoints' / '40' / 'state'):
+  for dirpath, _, files in os.walk(broken / 'checkpoints' / '20' / 'state'):
     for f in files:
       if not f.endswith('.json') and 'METADATA' not in f:
         with open(os.path.join(dirpath, f), 'r+b') as fh:
           fh.truncate(8)
-  with pytest.raises(ckpt_lib.CheckpointError, match='40'):
+  with pytest.raises(ckpt_lib.CheckpointError, match='20'):
     run.evaluate_checkpoint(str(broken), str(tmp_path / 'eval2'), root=data['root'], limit=2)
   with pytest.raises(ckpt_lib.CheckpointError, match='no checkpoint'):
     load_stage1(str(tmp_path / 'nothing'))
@@ -174,23 +174,23 @@ def test_eval_and_infer_never_change_a_workdir(trained, data, tmp_path):
     infer.run(images, w1, str(tmp_path / 'infer2'), stage2=w2)
   with pytest.raises(ckpt_lib.CheckpointError, match=os.path.join('checkpoints', '3')):
     run.evaluate_checkpoint(w1, str(tmp_path / 'eval2'), root=data['root'], limit=2, stage2=w2)
-  tiny_training.break_checkpoint(w1, 40, 41)
+  tiny_training.break_checkpoint(w1, 20, 21)
   before[w1] = tiny_training.tree_digest(w1)
-  with pytest.raises(ckpt_lib.CheckpointError, match=os.path.join('checkpoints', '41')):
+  with pytest.raises(ckpt_lib.CheckpointError, match=os.path.join('checkpoints', '21')):
     run.evaluate_checkpoint(w1, str(tmp_path / 'eval3'), root=data['root'], limit=2)
   assert infer.main(images + ['--checkpoint', w1, '--out', str(tmp_path / 'infer3')]) == 2
   assert digests() == before
 
 
 def test_resume_equals_uninterrupted(trained, data, tmp_path):
-  """The trained run's copy without its step-40 checkpoint resumes from 20
+  """The trained run's copy without its step-20 checkpoint resumes from 10
   (model, optimizer and data iterator) and ends where the run ended."""
   import shutil
   workdir, full = trained
   shutil.copytree(workdir, tmp_path / 'b')
-  shutil.rmtree(tmp_path / 'b' / 'checkpoints' / '40')
+  shutil.rmtree(tmp_path / 'b' / 'checkpoints' / '20')
   resumed = stage1.train_and_evaluate(_trained_config(data), str(tmp_path / 'b'))
-  assert resumed['step'] == 40 and resumed['history'][0]['step'] == 25
+  assert resumed['step'] == 20 and resumed['history'][0]['step'] == 15
   for x, y in zip(_params(full['state']), _params(resumed['state'])):
     np.testing.assert_array_equal(x, y)
 

@@ -15,10 +15,11 @@ import numpy as np
 
 
 def _normal(key, shape, dtype, std):
-  try:
-    bits = np.asarray(jax.random.key_data(key), np.uint64).ravel()
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+  # A check, not try/except: the conversion error of a tracer costs time in
+  # the size of the trace so far.
+  if isinstance(key, jax.core.Tracer):
     return std * jax.random.normal(key, shape, dtype)
+  bits = np.asarray(jax.random.key_data(key), np.uint64).ravel()
   rng = np.random.default_rng([int(b) for b in bits])
   return jnp.asarray(rng.standard_normal(shape, dtype=np.float32) * np.float32(std), dtype)
 
