@@ -2,13 +2,14 @@
 exact resume, per-process shards."""
 
 import copy
+import dataclasses
 
 import jax
 import numpy as np
 import pytest
 
 import mano_jax
-from a2p_jax.data import pipeline
+from a2p_jax.data import augment, pipeline
 from a2p_jax.data.hands import load_hand_models
 from a2p_jax.geometry.camera import project
 from a2p_jax.models import camera
@@ -154,3 +155,54 @@ def test_missing_image_names_the_file(tmp_path, source):
   with pytest.raises(OSError, match='nope.jpg'):
     pipeline.process(ex, np.random.default_rng(0), cfg=pipeline.AugmentConfig(),
                      models=models, training=False)
+
+
+def test_2d_only_examples_supervise_2d_and_flip_with_the_hands(source):
+  """A COCO-like example (2D keypoints only, no 3D, no MANO): joints_2d are
+  its annotated keypoints in the crop, valid exactly where annotated; under
+  a flip they move to the other hand's slots, mirrored; 3D stays invalid.
+  An example with both keeps its 3D-projected targets where it has no 2D."""
+  src, models = source
+  base = src[0]
+  uv = project(base['joints_cam'], FOCAL, PRINCPT)
+  img_valid = np.zeros(42, np.float32)
+  img_valid[[0, 5, 20, 30, 41]] = 1   # some right and some left keypoints
+  ex = dict(base, joints_cam=np.zeros((42, 3)), joint_valid=np.zeros(42),
+            mano={'right': None, 'left': None}, joints_img=uv + 3.0, joints_img_valid=img_valid)
+  cfg = pipeline.AugmentConfig(input_hw=(128, 128), rotation_prob=1.0)
+  for flip_prob in (0.0, 1.0):
+    rng = np.random.default_rng(3)
+    drawn = pipeline._aug_params(dataclasses.replace(cfg, flip_prob=flip_prob),
+                                 copy.deepcopy(rng), True)
+    out = pipeline.process(ex, rng, cfg=dataclasses.replace(cfg, flip_prob=flip_prob),
+                           models=models, training=True)
+    assert out['flipped'] == flip_prob
+    pixel_affine = augment.crop_affine(*_crop_of(out, drawn, ex, uv + 3.0, img_valid, cfg),
+                                       cfg.input_hw, rot_rad=drawn['rot'],
+                                       flip=bool(flip_prob), image_width=W)
+    want = augment.apply_affine(pixel_affine, uv + 3.0)
+    valid = img_valid
+    if flip_prob:
+      want, valid = np.concatenate([want[21:], want[:21]]), np.concatenate([valid[21:],
+                                                                           valid[:21]])
+    np.testing.assert_array_equal(out['joints_2d_valid'], valid)
+    np.testing.assert_allclose(out['joints_2d'][valid > 0], want[valid > 0], atol=1e-3)
+    assert not out['joint_valid'].any() and not out['mano_valid'].any()
+    assert not out['rel_root_valid']
+  # 3D + partial 2D: projected 3D where the 2D annotation is missing.
+  both = dict(base, joints_img=uv + 3.0, joints_img_valid=img_valid)
+  a = pipeline.process(both, np.random.default_rng(4), cfg=cfg, models=models, training=False)
+  np.testing.assert_array_equal(a['joints_2d_valid'], 1)
+  full = np.vstack([a['affine'].astype(np.float64), [0, 0, 1]])
+  source_px = augment.apply_affine(np.linalg.inv(full)[:2], a['joints_2d'].astype(np.float64))
+  np.testing.assert_allclose(source_px, np.where(img_valid[:, None] > 0, uv + 3.0, uv),
+                             atol=1e-3)
+
+
+def _crop_of(out, drawn, ex, uv, valid, cfg):
+  """The crop centre and side `process` chose, recomputed from its inputs."""
+  if out['flipped']:
+    uv = uv.copy()
+    uv[:, 0] = W - 1 - uv[:, 0]
+  box = augment.hands_box(uv, valid, extend=cfg.box_extend)
+  return box[:2] + drawn['shift'] * box[2], box[2] * drawn['scale']

@@ -104,6 +104,7 @@ def test_masked_entries_do_not_count(data):
   jv[0, 21:] = 0
   jv[1, 3:9] = 0
   masked['joint_valid'] = jv
+  masked['joints_2d_valid'] = jv   # the 2D targets have their own mask
   masked['rel_root_valid'] = np.array([0, 1, 1, 1], np.float32)
   garbage = dict(masked)
   for key, where in (('mano_pose', np.s_[0, 1]), ('mano_shape', np.s_[2, 0]),
@@ -123,6 +124,11 @@ def test_masked_entries_do_not_count(data):
   # Means over valid entries: an example with all joints invalid weighs nothing.
   (l_all, m_all), _ = vg(out, dict(masked, joint_valid=np.zeros_like(jv)), models)
   assert float(m_all['loss_joints_3d']) == 0.0 and np.isfinite(float(l_all))
+  # 2D supervision without 3D (COCO-like): only the 2D mask gates the 2D term.
+  assert float(m_all['loss_joints_2d']) == float(m_clean['loss_joints_2d']) > 0
+  (_, m_2d), _ = vg(out, dict(masked, joints_2d_valid=np.zeros_like(jv)), models)
+  assert float(m_2d['loss_joints_2d']) == 0.0
+  assert float(m_2d['loss_joints_3d']) == float(m_clean['loss_joints_3d']) > 0
   # The prior term is an unmasked MSE (F_p stop-gradiented: no gradient to it).
   np.testing.assert_allclose(m_clean['loss_prior'],
                              np.mean(np.square(out['f_fae'] - out['f_p'])), rtol=1e-5)

@@ -100,6 +100,11 @@ def flip(ex: dict, models, image_width: int) -> dict:
   out = dict(ex)
   out['joints_cam'] = _swap_hands(np.asarray(ex['joints_cam'], np.float64) * np.diag(_MIRROR))
   out['joint_valid'] = _swap_hands(np.asarray(ex['joint_valid']))
+  if ex.get('joints_img') is not None:
+    uv = np.array(ex['joints_img'], np.float64).reshape(2 * NUM_JOINTS, 2)
+    uv[:, 0] = image_width - 1 - uv[:, 0]
+    out['joints_img'] = _swap_hands(uv)
+    out['joints_img_valid'] = _swap_hands(np.asarray(ex['joints_img_valid']).reshape(-1))
   out['hand_type'] = _FLIP_HAND_TYPE[ex['hand_type']]
   cam = dict(ex['camera'])
   princpt = np.array(cam['princpt'], np.float64)

@@ -12,7 +12,11 @@ in grain's worker processes.
 
 Output arrays per example (batched with a leading axis):
   image        (H, W, 3) uint8 crop (the model normalises on device)
-  joints_2d    (42, 2) float32 crop pixels (right 0-20, left 21-41, InterHand order)
+  joints_2d    (42, 2) float32 crop pixels (right 0-20, left 21-41, InterHand order):
+               the reader's `joints_img` where `joints_img_valid`, else the
+               projected 3D joints
+  joints_2d_valid (42,) float32: the 2D target's validity (a 2D-only source
+               such as COCO-WholeBody has 2D targets and no 3D ones)
   joints_rel   (42, 3) float32 m, camera space, relative to each hand's wrist
   depth_rel    (42,) float32 m, z minus the own hand's wrist z (2.5D target)
   joint_valid  (42,) float32, 0 for missing joints or missing hands
@@ -77,9 +81,21 @@ def load_image(ex: dict) -> np.ndarray:
     raise OSError(f'cannot read image {where}: {e}') from None
 
 
-def _hand_valid(ex: dict) -> np.ndarray:
-  valid = np.asarray(ex['joint_valid'], np.float32).reshape(42)
+def _hand_valid(valid: np.ndarray) -> np.ndarray:
   return np.array([valid[:21].max(), valid[21:].max()], np.float32)
+
+
+def keypoints_2d(ex: dict, uv_3d: np.ndarray, valid_3d: np.ndarray):
+  """(uv (42, 2), valid (42,)): the reader's 2D annotation `joints_img`
+  where `joints_img_valid` > 0, else the projection `uv_3d` of the valid 3D
+  joints. Readers without `joints_img` (InterHand2.6M, HIC, the synthetic
+  set) supervise 2D with their projected 3D joints."""
+  if ex.get('joints_img') is None:
+    return uv_3d, valid_3d
+  img = np.asarray(ex['joints_img'], np.float64).reshape(42, 2)
+  img_valid = np.asarray(ex['joints_img_valid'], np.float32).reshape(42) > 0
+  uv = np.where(img_valid[:, None], img, uv_3d)
+  return uv, np.maximum(valid_3d, img_valid.astype(np.float32))
 
 
 def _aug_params(cfg: AugmentConfig, rng: np.random.Generator, training: bool):
@@ -106,8 +122,14 @@ def process(ex: dict, rng: np.random.Generator, *, cfg: AugmentConfig, models,
   princpt = np.asarray(ex['camera']['princpt'], np.float64)
   joints_cam = np.asarray(ex['joints_cam'], np.float64).reshape(42, 3)
   joint_valid = np.asarray(ex['joint_valid'], np.float32).reshape(42)
-  uv = project(joints_cam, focal, princpt)
-  box = augment.hands_box(uv, joint_valid, extend=cfg.box_extend)
+  # A joint counts only if its own hand's wrist does (root-relative targets;
+  # InterWild applies the same rule to its 2D targets).
+  wrist_valid = joint_valid[list(WRIST)]
+  jv = joint_valid * np.repeat(wrist_valid, 21)
+  with np.errstate(divide='ignore', invalid='ignore'):   # absent 3D joints may be zeros
+    uv_3d = project(joints_cam, focal, princpt)
+  uv, valid_2d = keypoints_2d(ex, np.where(np.isfinite(uv_3d), uv_3d, 0.0), jv)
+  box = augment.hands_box(uv, np.maximum(joint_valid, valid_2d), extend=cfg.box_extend)
   if box is None:  # no valid joint: fall back to the annotated box
     x, y, w, h = np.asarray(ex['bbox'], np.float64)
     box = np.array([x + w / 2, y + h / 2, max(w, h) * cfg.box_extend])
@@ -129,14 +151,11 @@ def process(ex: dict, rng: np.random.Generator, *, cfg: AugmentConfig, models,
   crop = augment.warp_image(image, pixel_affine, cfg.input_hw)
   if training:
     crop = augment.color_jitter(crop, p['color'])
-  hand_valid = _hand_valid(ex)
+  hand_valid = _hand_valid(np.maximum(joint_valid, valid_2d))
   wrists = joints_cam[list(WRIST)]
   joints_rel = joints_cam.copy()
   joints_rel[:21] -= wrists[0]
   joints_rel[21:] -= wrists[1]
-  wrist_valid = joint_valid[list(WRIST)]
-  # A joint counts only if its own hand's wrist does (root-relative targets).
-  jv = joint_valid * np.repeat(wrist_valid, 21)
   mano_pose = np.zeros((2, 48), np.float32)
   mano_shape = np.zeros((2, 10), np.float32)
   mano_trans = np.zeros((2, 3), np.float32)
@@ -149,6 +168,7 @@ def process(ex: dict, rng: np.random.Generator, *, cfg: AugmentConfig, models,
   out = {
       'image': crop,
       'joints_2d': joints_2d.astype(np.float32),
+      'joints_2d_valid': valid_2d.astype(np.float32),
       'joints_rel': (joints_rel / 1000.0).astype(np.float32),
       'depth_rel': (joints_rel[:, 2] / 1000.0).astype(np.float32),
       'joint_valid': jv.astype(np.float32),

@@ -75,7 +75,8 @@ def stage1_loss(out, batch, mano_models, weights):
   gt_rel = _clean(batch['joints_rel'], joint_valid)
   j3d_err = jnp.mean(jnp.abs(pred['joints_rel'] - gt_rel), -1)
   uv = camera.project(pred['joints_cam'], batch['affine'], batch['focal'], batch['princpt'])
-  gt_uv = _clean(batch['joints_2d'], joint_valid)
+  valid_2d = batch.get('joints_2d_valid', joint_valid)
+  gt_uv = _clean(batch['joints_2d'], valid_2d)
   j2d_err = jnp.mean(jnp.abs(uv - gt_uv), -1) / float(min(input_hw))
   depth_err = jnp.abs(pred['joints_rel'][..., 2] - _clean(batch['depth_rel'], joint_valid))
 
@@ -87,7 +88,7 @@ def stage1_loss(out, batch, mano_models, weights):
       'mano_pose': masked_mean(pose_err, mano_valid),
       'mano_shape': masked_mean(shape_err, mano_valid),
       'joints_3d': masked_mean(j3d_err, joint_valid),
-      'joints_2d': masked_mean(j2d_err, joint_valid),
+      'joints_2d': masked_mean(j2d_err, valid_2d),
       'depth_rel': masked_mean(depth_err, joint_valid),
       'rel_root': masked_mean(rel_err, rel_valid),
   }
@@ -105,7 +106,7 @@ def stage1_loss(out, batch, mano_models, weights):
   metrics.update({
       'mpjpe_mm': 1000.0 * masked_mean(dist, joint_valid),
       'mrrpe_mm': 1000.0 * masked_mean(rel_dist, rel_valid),
-      'joints_2d_px': masked_mean(dist_2d, joint_valid),
+      'joints_2d_px': masked_mean(dist_2d, valid_2d),
       # Tripwire: affines with a reflection are not cameras of the (mirrored)
       # 3D targets (camera.py); should be 0.
       'camera_reflected': jnp.mean((camera.crop_det(batch['affine']) < 0).astype(jnp.float32)),

@@ -158,8 +158,8 @@ def jit_train_step(graphdef, config, mesh, state_sharding, *, with_priors: bool)
   return jitted, step_fn
 
 
-BATCH_KEYS = ('image', 'joints_2d', 'joints_rel', 'depth_rel', 'joint_valid', 'hand_valid',
-              'mano_pose', 'mano_shape', 'mano_trans', 'mano_valid', 'rel_root',
+BATCH_KEYS = ('image', 'joints_2d', 'joints_2d_valid', 'joints_rel', 'depth_rel', 'joint_valid',
+              'hand_valid', 'mano_pose', 'mano_shape', 'mano_trans', 'mano_valid', 'rel_root',
               'rel_root_valid', 'affine', 'focal', 'princpt')
 
 
