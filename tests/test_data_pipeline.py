@@ -206,3 +206,55 @@ def _crop_of(out, drawn, ex, uv, valid, cfg):
     uv[:, 0] = W - 1 - uv[:, 0]
   box = augment.hands_box(uv, valid, extend=cfg.box_extend)
   return box[:2] + drawn['shift'] * box[2], box[2] * drawn['scale']
+
+
+def test_mixture_probabilities_follow_interwild():
+  # Two 3D sets concatenated (by size), one 2D set: the groups share equally.
+  p = pipeline.mixture_probabilities([300, 100, 50], ['3d', '3d', '2d'], [1, 1, 1])
+  np.testing.assert_allclose(p, [0.375, 0.125, 0.5])
+  p = pipeline.mixture_probabilities([300, 100], ['3d', '3d'], [1, 3])
+  np.testing.assert_allclose(p, [0.5, 0.5])
+  with pytest.raises(ValueError, match='weights'):
+    pipeline.mixture_probabilities([1, 2], ['a', 'b'], [1, -1])
+  with pytest.raises(ValueError, match="group 'b'"):
+    pipeline.mixture_probabilities([1, 2], ['a', 'b'], [1, 0])
+
+
+def test_mixed_dataset_draws_by_weight_joins_per_source_and_resumes(source):
+  src, models = source
+  a = [dict(ex, annot_id=1000 + i) for i, ex in enumerate(src[:6])]
+  b = [dict(ex, annot_id=2000 + i) for i, ex in enumerate(src[6:])]
+  tag = lambda t: (lambda ex: dict(ex, bbox=np.full(4, t, np.float64)))
+  parts = [pipeline.MixPart(a, 0.75, tag(1.0), 'a'), pipeline.MixPart(b, 0.25, tag(2.0), 'b')]
+  cfg = pipeline.AugmentConfig(input_hw=(32, 32))
+  seen = []
+
+  class Spy:  # records which source each drawn example came from
+    def __init__(self, part, k):
+      self.part, self.k = part, k
+
+    def __call__(self, ex):
+      seen.append(int(ex['annot_id']) // 1000)
+      assert seen[-1] == self.k, 'a join got another source\'s example'
+      return self.part.join(ex)
+
+  spied = [pipeline.MixPart(p.source, p.probability, Spy(p, k + 1), p.name)
+           for k, p in enumerate(parts)]
+  make = lambda ps: pipeline.make_mixed_dataset(ps, cfg=cfg, models=models, batch_size=4,
+                                                seed=0)
+  batches = _batches(make(spied), 10)
+  assert abs(seen.count(1) / len(seen) - 0.75) < 0.1, seen
+  again = _batches(make(parts), 10)
+  for x, y in zip(batches, again):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+  it = iter(make(parts))
+  for _ in range(4):
+    next(it)
+  state = it.get_state()
+  rest = [next(it) for _ in range(3)]
+  it2 = iter(make(parts))
+  it2.set_state(state)
+  for x, y in zip(rest, [next(it2) for _ in range(3)]):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])

@@ -275,6 +275,13 @@ def make_dataset(source: Sequence, *, cfg: AugmentConfig, models, batch_size: in
   """
   if batch_size <= 0:
     raise ValueError(f'batch_size must be positive, got {batch_size}')
+  ds = _examples(source, seed=seed, training=training, num_epochs=num_epochs,
+                 process_index=process_index, process_count=process_count, join=join)
+  return _batched(ds, cfg=cfg, models=models, batch_size=batch_size, seed=seed,
+                  training=training, num_workers=num_workers, drop_remainder=drop_remainder)
+
+
+def _examples(source, *, seed, training, num_epochs, process_index, process_count, join):
   lo, hi = shard_for_process(len(source), process_index, process_count)
   ds = grain.MapDataset.source(source)[lo:hi]
   if training:
@@ -283,6 +290,10 @@ def make_dataset(source: Sequence, *, cfg: AugmentConfig, models, batch_size: in
     ds = ds.repeat(num_epochs)
   if join is not None:
     ds = ds.map(join)
+  return ds
+
+
+def _batched(ds, *, cfg, models, batch_size, seed, training, num_workers, drop_remainder):
   ds = ds.random_map(_Process(cfg, models, training), seed=seed)
   it = ds.to_iter_dataset().batch(batch_size, drop_remainder=drop_remainder)
   if num_workers > 0:
@@ -290,3 +301,67 @@ def make_dataset(source: Sequence, *, cfg: AugmentConfig, models, batch_size: in
       flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return it
+
+
+@dataclasses.dataclass(frozen=True)
+class MixPart:
+  """One source of a training mix: examples, the share of draws it gets,
+  and an optional join (its own prior store)."""
+  source: Sequence
+  probability: float
+  join: Optional[Callable[[dict], dict]] = None
+  name: str = ''
+
+
+def mixture_probabilities(sizes: Sequence[int], groups: Sequence[str],
+                          weights: Sequence[float]) -> np.ndarray:
+  """Draw probabilities of the sources of a mix, InterWild's rule generalised.
+
+  InterWild (common/base.py `_make_batch_generator`, data/dataset.py
+  `MultipleDatasets`) concatenates its 3D sets (InterHand2.6M, Re:InterHand:
+  each drawn in proportion to its size) and its 2D sets (COCO) into two
+  groups, then makes the groups the same length: each group gets an equal
+  share of the draws. Here: every group gets 1 / number of groups; within a
+  group, a source gets its share in proportion to weight x size (weight 1:
+  InterWild's concatenation).
+  """
+  sizes = np.asarray(sizes, np.float64)
+  weights = np.asarray(weights, np.float64)
+  if len(sizes) == 0 or not (len(sizes) == len(groups) == len(weights)):
+    raise ValueError(f'mixture_probabilities: need one size, group and weight per source, '
+                     f'got {len(sizes)}, {len(groups)}, {len(weights)}')
+  if np.any(sizes <= 0) or np.any(weights < 0) or not np.all(np.isfinite(weights)):
+    raise ValueError(f'mixture_probabilities: sizes must be > 0 and weights >= 0, got sizes '
+                     f'{sizes.tolist()}, weights {weights.tolist()}')
+  names = sorted(set(groups))
+  probs = np.zeros(len(sizes))
+  for g in names:
+    member = np.array([x == g for x in groups])
+    mass = weights[member] * sizes[member]
+    if mass.sum() <= 0:
+      raise ValueError(f'mixture_probabilities: group {g!r} has zero total weight')
+    probs[member] = mass / mass.sum() / len(names)
+  return probs
+
+
+def make_mixed_dataset(parts: Sequence[MixPart], *, cfg: AugmentConfig, models,
+                       batch_size: int, seed: int, process_index: int = 0,
+                       process_count: int = 1, num_workers: int = 0):
+  """Training batches drawn from several sources (`MixPart`s), forever.
+
+  Each source is sharded over processes, shuffled (its own seed) and repeated
+  like `make_dataset`'s, joined with its own `join`, then grain mixes them
+  with the parts' probabilities; augmentation and batching follow as in
+  `make_dataset`. Deterministic given the seed, and the iterator's state
+  restores the exact position (resume).
+  """
+  if batch_size <= 0:
+    raise ValueError(f'batch_size must be positive, got {batch_size}')
+  if not parts:
+    raise ValueError('make_mixed_dataset: no sources')
+  streams = [_examples(p.source, seed=seed + 1009 * k, training=True, num_epochs=None,
+                       process_index=process_index, process_count=process_count, join=p.join)
+             for k, p in enumerate(parts)]
+  mixed = grain.MapDataset.mix(streams, [float(p.probability) for p in parts])
+  return _batched(mixed, cfg=cfg, models=models, batch_size=batch_size, seed=seed,
+                  training=True, num_workers=num_workers, drop_remainder=True)
