@@ -24,6 +24,10 @@ def base() -> ml_collections.ConfigDict:
   c.data.mano_dir = ''              # MANO_{RIGHT,LEFT}.pkl ('' = procedural hand, NOT MANO)
   c.data.subset = ''                # e.g. InterWild's aid_human_annot_train.txt
   c.data.train_split = 'train'
+  # A training mix instead of one data set: name -> {dataset, root, split,
+  # group, weight, priors, subset} (see a2p_jax/configs/a2p_paper_mix.py and
+  # a2p_jax.data.pipeline.mixture_probabilities); empty: train on c.data.dataset.
+  c.data.mix = ml_collections.ConfigDict()
   c.data.priors = ''                # prior store folder, 'oracle' (synthetic) or '' (none)
   c.data.prior_groups = 'keypoint,segmentation,depth'  # teacher channel groups fed to Proj
   c.data.num_workers = 0            # grain worker processes

@@ -1,5 +1,6 @@
-"""Training input from a config: data set source, optional prior store,
-grain pipeline for this process's share of each global batch."""
+"""Training input from a config: data set source (or a mix of sources),
+optional prior stores, grain pipeline for this process's share of each
+global batch."""
 
 import json
 import os
@@ -130,3 +131,72 @@ def prior_store(config, workdir: str, src):
   store.check_covers(teacher_lib.source_annot_ids(src))
   teacher_lib.select_channels(store.meta, d.get('prior_groups') or None)  # names exist
   return store
+
+
+MIX_KEYS = ('dataset', 'root', 'split', 'group', 'weight', 'priors', 'subset')
+
+
+def mixture(config, workdir: str):
+  """The training mix of config.data.mix: (parts, examples per epoch, a
+  prior store (the first part's; every part's has the same channels) or None).
+
+  Each entry names a reader (`dataset`, default its key), its `root` (a
+  flag: --config.data.mix.<key>.root=...), `split`, its `group` and `weight`
+  (a2p_jax.data.pipeline.mixture_probabilities) and its own prior store
+  `priors` (a path; either every part has one or none). An epoch is
+  InterWild's: the largest group's size times the number of groups.
+  """
+  d = config.data
+  entries, parts, sizes, groups, weights, stores = [], [], [], [], [], []
+  for key in sorted(d.mix):
+    e = d.mix[key]
+    unknown = sorted(set(e) - set(MIX_KEYS))
+    if unknown:
+      raise ValueError(f'config.data.mix.{key}: unknown field(s) {", ".join(unknown)}; '
+                       f'known: {", ".join(MIX_KEYS)}')
+    name, root = e.get('dataset', key), e.get('root', '')
+    if not root or not os.path.isdir(root):
+      raise FileNotFoundError(f'config.data.mix.{key}.root={root!r} is not a directory '
+                              f'(the {name} folder)')
+    options = {'subset': e.subset} if e.get('subset') else {}
+    src = open_source(name, root, e.get('split', 'train'), mano_dir=d.mano_dir or None,
+                      **options)
+    if len(src) == 0:
+      raise ValueError(f'config.data.mix.{key}: {name} {e.get("split", "train")} in {root} '
+                       f'has no examples')
+    store = None
+    if e.get('priors'):
+      store = teacher_lib.open_store(e.priors)
+      store.check_covers(teacher_lib.source_annot_ids(src))
+    entries.append((key, src))
+    sizes.append(len(src))
+    groups.append(str(e.get('group', key)))
+    weights.append(float(e.get('weight', 1.0)))
+    stores.append(store)
+  if not entries:
+    raise ValueError('config.data.mix is empty')
+  if any(s is None for s in stores) and any(s is not None for s in stores):
+    raise ValueError('config.data.mix: give every part a prior store (priors=...) or none')
+  groups_ = d.get('prior_groups') or None
+  if stores[0] is not None:
+    want = list(teacher_lib.select_channels(stores[0].meta, groups_))
+    for (key, _), store in zip(entries, stores):
+      if list(teacher_lib.select_channels(store.meta, groups_)) != want:
+        raise ValueError(f'config.data.mix.{key}.priors={store.path}: its channels differ from '
+                         f'config.data.mix.{entries[0][0]}.priors (one teacher for the mix)')
+  probs = pipeline.mixture_probabilities(sizes, groups, weights)
+  parts = [pipeline.MixPart(src, p, None if st is None else
+                            teacher_lib.join_priors(st, groups_), key)
+           for (key, src), p, st in zip(entries, probs, stores)]
+  by_group = {}
+  for g, n in zip(groups, sizes):
+    by_group[g] = by_group.get(g, 0) + n
+  return parts, max(by_group.values()) * len(by_group), stores[0]
+
+
+def mixed_train_dataset(config, parts, models, *, local_batch: int):
+  """This process's batches of the mix (see `mixture`)."""
+  return pipeline.make_mixed_dataset(
+      parts, cfg=augment_config(config), models=models, batch_size=local_batch,
+      seed=config.seed, process_index=jax.process_index(),
+      process_count=jax.process_count(), num_workers=config.data.num_workers)

@@ -182,12 +182,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # Input.
   models_np = load_hand_models(config.data.mano_dir or None)
-  src = input_lib.source(config, workdir, config.data.train_split)
-  priors = input_lib.prior_store(config, workdir, src)
-  steps_per_epoch = max(len(src) // config.batch_size, 1)
+  if config.data.get('mix'):
+    parts, epoch_size, priors = input_lib.mixture(config, workdir)
+    train_iter = iter(input_lib.mixed_train_dataset(config, parts, models_np,
+                                                    local_batch=local_batch))
+  else:
+    src = input_lib.source(config, workdir, config.data.train_split)
+    priors = input_lib.prior_store(config, workdir, src)
+    epoch_size = len(src)
+    train_iter = iter(input_lib.train_dataset(config, src, models_np, local_batch=local_batch,
+                                              priors=priors))
+  steps_per_epoch = max(epoch_size // config.batch_size, 1)
   num_steps = int(config.num_train_steps or math.ceil(config.num_epochs * steps_per_epoch))
-  train_iter = iter(input_lib.train_dataset(config, src, models_np, local_batch=local_batch,
-                                            priors=priors))
   keys = BATCH_KEYS + (('priors',) if priors is not None else ())
 
   def next_batch(step):
