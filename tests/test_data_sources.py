@@ -7,6 +7,7 @@ import a2p_jax.data
 from a2p_jax.data import open_source
 from a2p_jax.data.hic import HIC
 from a2p_jax.data.interhand26m import InterHand26M
+from a2p_jax.data.sources import READERS
 from tests import interhand_fixtures as fx
 from tests import test_data_hic
 
@@ -48,9 +49,10 @@ def test_hic_test_split_only(tmp_path, models):
 
 
 def test_unknown_name_and_missing_root(tmp_path):
-  with pytest.raises(ValueError, match='freihand') as e:
-    open_source('freihand', str(tmp_path), 'test')
-  assert 'hic, interhand26m, synthetic' in str(e.value)
+  with pytest.raises(ValueError, match='freihandd') as e:
+    open_source('freihandd', str(tmp_path), 'test')
+  assert ', '.join(sorted(READERS)) in str(e.value)
+  assert {'interhand26m', 'synthetic', 'hic', 'ho3d'} <= set(READERS)
   missing = str(tmp_path / 'nowhere')
   with pytest.raises(FileNotFoundError, match='nowhere'):
     open_source('interhand26m', missing, 'test')

@@ -142,8 +142,8 @@ def mixture(config, workdir: str):
 
   Each entry names a reader (`dataset`, default its key), its `root` (a
   flag: --config.data.mix.<key>.root=...), `split`, its `group` and `weight`
-  (a2p_jax.data.pipeline.mixture_probabilities) and its own prior store
-  `priors` (a path; either every part has one or none). An epoch is
+  (a2p_jax.data.pipeline.mixture_probabilities; weight 0 leaves the part
+  out) and its own prior store `priors` (a path; every part has one or none). An epoch is
   InterWild's: the largest group's size times the number of groups.
   """
   d = config.data
@@ -154,6 +154,8 @@ def mixture(config, workdir: str):
     if unknown:
       raise ValueError(f'config.data.mix.{key}: unknown field(s) {", ".join(unknown)}; '
                        f'known: {", ".join(MIX_KEYS)}')
+    if float(e.get('weight', 1.0)) == 0.0:
+      continue  # left out of the mix (no root needed)
     name, root = e.get('dataset', key), e.get('root', '')
     if not root or not os.path.isdir(root):
       raise FileNotFoundError(f'config.data.mix.{key}.root={root!r} is not a directory '
