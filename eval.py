@@ -12,7 +12,12 @@ A predictions file from any method:
         --root /data/InterHand2.6M --split test --mano_dir /data/mano \
         [--subset aid_human_annot_test.txt] --out eval_out
 
-Writes report.json, report.md, per_sample.npz and figures/ to --out.
+FreiHAND (official protocol; pred.json as submitted to its challenge):
+    python eval.py --predictions pred.json --dataset freihand \
+        --root /data/FreiHAND_pub_v2 --split evaluation --out eval_fh
+
+Writes report.json, report.md, per_sample.npz and figures/ to --out
+(FreiHAND: report.json and report.md).
 """
 
 from absl import app, flags
@@ -21,7 +26,7 @@ flags.DEFINE_string('predictions', None, 'predictions file (.json or .npz; see d
 flags.DEFINE_string('workdir', None, 'a training workdir: score its newest checkpoint')
 flags.DEFINE_integer('step', None, 'with --workdir: score this checkpoint step')
 flags.DEFINE_integer('limit', 0, 'score only the first N examples (0: all)')
-flags.DEFINE_enum('dataset', None, ['synthetic', 'interhand26m', 'hic'],
+flags.DEFINE_enum('dataset', None, ['synthetic', 'interhand26m', 'hic', 'freihand'],
                   'data set (default: synthetic, or the checkpoint\'s)')
 flags.DEFINE_string('root', None, 'the data set folder')
 flags.DEFINE_string('split', 'test', 'split to score')
@@ -44,7 +49,13 @@ def main(argv):
     raise app.UsageError('give exactly one of --predictions FILE or --workdir DIR')
   if FLAGS.predictions and (FLAGS.stage2 or FLAGS.priors):
     raise app.UsageError('--stage2 and --priors need --workdir (a stage-1 checkpoint)')
-  if FLAGS.predictions:
+  if FLAGS.dataset == 'freihand':
+    if not FLAGS.predictions:
+      raise app.UsageError('--dataset freihand scores a pred.json: give --predictions '
+                           '(a checkpoint on FreiHAND is not supported yet)')
+    run.evaluate_freihand(FLAGS.predictions, FLAGS.root, FLAGS.out,
+                          split='evaluation' if FLAGS.split == 'test' else FLAGS.split)
+  elif FLAGS.predictions:
     run.evaluate_predictions(FLAGS.predictions, FLAGS.dataset or 'synthetic', FLAGS.root,
                              FLAGS.split, FLAGS.out, mano_dir=FLAGS.mano_dir,
                              subset=FLAGS.subset, penetration=FLAGS.penetration)

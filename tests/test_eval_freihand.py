@@ -3,6 +3,7 @@ formulas (scipy's orthogonal_procrustes, brute-force nearest neighbours),
 exact cases, a hand-checked F-score, and the pred.json reader."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ import scipy.spatial.distance
 
 from a2p_jax.eval import freihand
 from a2p_jax.eval.predictions import PredictionsError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ----------------------------------------------------------------------------
 # The reference: eval.py / eval_util.py's steps, one sample and one point at a time.
@@ -227,3 +230,37 @@ def test_read_pred_json_invalid_json(tmp_path):
   path.write_text('[[[0, 1')
   with pytest.raises(PredictionsError, match='cut.json: invalid JSON'):
     freihand.read_pred_json(str(path))
+
+
+def test_eval_py_scores_a_pred_json(tmp_path):
+  """eval.py --dataset freihand: report.json's summary is `score` of the
+  file against the released evaluation ground truth; a file with the wrong
+  number of samples is an error naming it."""
+  import json as json_lib
+  import subprocess
+  import sys
+
+  from a2p_jax.data.hands import load_hand_models
+  from a2p_jax.eval import run
+  from tests import freihand_fixtures
+  root = str(tmp_path / 'FreiHAND_pub_v2')
+  freihand_fixtures.write(root, load_hand_models(None)[0], n_train=1, n_eval=3)
+  gt_xyz, gt_verts = freihand.read_gt(root)
+  rng = np.random.default_rng(5)
+  xyz = gt_xyz + rng.normal(0, 0.004, gt_xyz.shape)
+  verts = gt_verts + rng.normal(0, 0.004, gt_verts.shape)
+  pred = tmp_path / 'pred.json'
+  pred.write_text(json_lib.dumps([xyz.tolist(), verts.tolist()]))
+  out = tmp_path / 'out'
+  proc = subprocess.run([sys.executable, 'eval.py', '--predictions', str(pred), '--dataset',
+                         'freihand', '--root', root, '--split', 'evaluation', '--out', str(out)],
+                        cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  summary = json_lib.load(open(out / 'report.json'))['summary']
+  want = freihand.score(xyz, verts, gt_xyz, gt_verts)
+  for k in ('pa_mpjpe', 'pa_mpvpe', 'f5', 'f15', 'mpjpe', 'mpvpe'):
+    assert summary[f'freihand/{k}'] == pytest.approx(want[k], rel=1e-12), k
+  assert 0 < summary['freihand/pa_mpjpe'] < summary['freihand/mpjpe']
+  pred.write_text(json_lib.dumps([xyz[:2].tolist(), verts[:2].tolist()]))
+  with pytest.raises(ValueError, match='pred.json: 2 predictions'):
+    run.evaluate_freihand(str(pred), root, str(tmp_path / 'out2'))

@@ -1,5 +1,6 @@
 """Evaluation entry points: a predictions file, or a trained checkpoint."""
 
+import json
 import os
 import time
 from typing import Optional
@@ -7,7 +8,7 @@ from typing import Optional
 from a2p_jax import teacher as teacher_lib
 from a2p_jax.data import open_source
 from a2p_jax.data.hands import load_hand_models
-from a2p_jax.eval import evaluate, report
+from a2p_jax.eval import evaluate, freihand, report
 from a2p_jax.eval.predictions import Predictions, PredictionsError
 from a2p_jax.inference.restore import check_outside_runs
 from a2p_jax.inference.stage1 import augment_config, eval_batch, load_stage1
@@ -120,3 +121,43 @@ def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[st
           'teacher_priors_at_inference': os.path.abspath(priors) if priors else None,
           'seconds': round(time.time() - t0, 1)}
   return _write_report(out_dir, res, meta, ds, predict)
+
+
+def evaluate_freihand(path: str, root: str, out_dir: str, *,
+                      split: str = 'evaluation') -> dict:
+  """Scores a FreiHAND pred.json ([xyz list, verts list], metres, one entry
+  per sample of `split` in order) with FreiHAND's official protocol
+  (a2p_jax.eval.freihand). Writes report.json (summary keys freihand/...)
+  and report.md to out_dir; returns the summary."""
+  t0 = time.time()
+  if not root or not os.path.isdir(root):
+    raise FileNotFoundError(f'--root {root!r} is not a directory')
+  xyz, verts = freihand.read_pred_json(path)
+  gt_xyz, gt_verts = freihand.read_gt(root, split)
+  if len(xyz) != len(gt_xyz):
+    raise PredictionsError(f'{path}: {len(xyz)} predictions, but FreiHAND {split} in {root} '
+                           f'has {len(gt_xyz)} samples (one per sample, in order)')
+  res = freihand.score(xyz, verts, gt_xyz, gt_verts)
+  summary = {f'freihand/{k}': float(v) for k, v in res.items()}
+  summary['count'] = len(xyz)
+  meta = {'dataset': 'freihand', 'split': split, 'root': os.path.abspath(root),
+          'predictions': os.path.abspath(path), 'protocols': ['freihand'],
+          'seconds': round(time.time() - t0, 1)}
+  os.makedirs(out_dir, exist_ok=True)
+  tmp = os.path.join(out_dir, 'report.json.tmp')
+  with open(tmp, 'w') as f:
+    json.dump({'summary': summary, **meta}, f, indent=1)
+  os.replace(tmp, os.path.join(out_dir, 'report.json'))
+  md = [f'# Evaluation: freihand / {split}', '',
+        f'Samples: {len(xyz)}. FreiHAND protocol (lmb-freiburg/freihand eval.py): PA = '
+        'Procrustes with scale per sample, joints and vertices separately; F on aligned '
+        'vertices. Errors in mm.', '',
+        '| PA-MPJPE | PA-MPVPE | F@5mm | F@15mm | MPJPE | MPVPE |',
+        '|---:|---:|---:|---:|---:|---:|',
+        '| {pa_mpjpe:.2f} | {pa_mpvpe:.2f} | {f5:.3f} | {f15:.3f} | {mpjpe:.2f} | '
+        '{mpvpe:.2f} |'.format(**res), '']
+  with open(os.path.join(out_dir, 'report.md'), 'w') as f:
+    f.write('\n'.join(md))
+  print('\n'.join(md))
+  print(f'wrote {out_dir}/report.json, report.md')
+  return summary
