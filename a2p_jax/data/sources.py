@@ -12,13 +12,14 @@ import inspect
 import os
 from typing import Optional
 
+from a2p_jax.data.coco_wholebody import COCOWholeBody
 from a2p_jax.data.freihand import FreiHAND
 from a2p_jax.data.hic import HIC
 from a2p_jax.data.ho3d import HO3D
 from a2p_jax.data.interhand26m import InterHand26M
 
 READERS = {'interhand26m': InterHand26M, 'synthetic': InterHand26M, 'hic': HIC, 'ho3d': HO3D,
-           'freihand': FreiHAND}
+           'freihand': FreiHAND, 'coco_wholebody': COCOWholeBody}
 
 
 def open_source(name: str, root: str, split: str, *, mano_dir: Optional[str] = None,

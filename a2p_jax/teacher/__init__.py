@@ -36,17 +36,21 @@ MIN_BOX = 16.0           # px
 def teacher_box(ex: dict, *, extend: float = TEACHER_EXTEND) -> np.ndarray:
   """(x0, y0, width, height) px of the teacher crop of `ex` (aspect 4:3 H:W).
 
-  The two-hand box of the projected valid joints (as the pipeline's crop),
+  The two-hand box of the valid 2D keypoints (as the pipeline's crop: the
+  reader's `joints_img` where valid, else the projected valid 3D joints),
   else the annotated `bbox`; its longer side x `extend` is the width, the
   height is 4/3 of it, both centred on the box centre.
   """
   uv = None
   if 'joints_cam' in ex and 'camera' in ex:
     joints = np.asarray(ex['joints_cam'], np.float64).reshape(42, 3)
-    valid = np.asarray(ex['joint_valid'], np.float64).reshape(42) > 0
-    valid &= joints[:, 2] > 1e-6
+    valid = (np.asarray(ex['joint_valid'], np.float64).reshape(42) > 0) & (joints[:, 2] > 1e-6)
+    uv_3d = np.zeros((42, 2))
     if valid.any():
-      uv = project(joints[valid], ex['camera']['focal'], ex['camera']['princpt'])
+      uv_3d[valid] = project(joints[valid], ex['camera']['focal'], ex['camera']['princpt'])
+    uv_all, valid_2d = pipeline.keypoints_2d(ex, uv_3d, valid.astype(np.float32))
+    if (valid_2d > 0).any():
+      uv = uv_all[valid_2d > 0]
   if uv is not None:
     lo, hi = uv.min(0), uv.max(0)
   else:
