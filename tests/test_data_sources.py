@@ -52,7 +52,8 @@ def test_unknown_name_and_missing_root(tmp_path):
   with pytest.raises(ValueError, match='freihandd') as e:
     open_source('freihandd', str(tmp_path), 'test')
   assert ', '.join(sorted(READERS)) in str(e.value)
-  assert {'interhand26m', 'synthetic', 'hic', 'ho3d', 'freihand', 'coco_wholebody'} <= set(READERS)
+  assert {'interhand26m', 'synthetic', 'hic', 'ho3d', 'freihand', 'coco_wholebody',
+          'reinterhand'} == set(READERS)
   missing = str(tmp_path / 'nowhere')
   with pytest.raises(FileNotFoundError, match='nowhere'):
     open_source('interhand26m', missing, 'test')

@@ -17,9 +17,10 @@ from a2p_jax.data.freihand import FreiHAND
 from a2p_jax.data.hic import HIC
 from a2p_jax.data.ho3d import HO3D
 from a2p_jax.data.interhand26m import InterHand26M
+from a2p_jax.data.reinterhand import ReInterHand
 
 READERS = {'interhand26m': InterHand26M, 'synthetic': InterHand26M, 'hic': HIC, 'ho3d': HO3D,
-           'freihand': FreiHAND, 'coco_wholebody': COCOWholeBody}
+           'freihand': FreiHAND, 'coco_wholebody': COCOWholeBody, 'reinterhand': ReInterHand}
 
 
 def open_source(name: str, root: str, split: str, *, mano_dir: Optional[str] = None,
@@ -28,8 +29,11 @@ def open_source(name: str, root: str, split: str, *, mano_dir: Optional[str] = N
 
   mano_dir: MANO_RIGHT.pkl / MANO_LEFT.pkl (None: the procedural hand, NOT
   MANO). options go to the reader as they are (InterHand26M: subset, strict,
-  check_images, cache, cache_dir, progress; HIC: strict); one it does not
-  take is a TypeError naming it. HIC has only a test split.
+  check_images, cache, cache_dir, progress; HIC: strict; the others: strict,
+  cache, cache_dir, progress; FreiHAND also versions, check_images); one it
+  does not take is a TypeError naming it. Splits: interhand26m / synthetic
+  train, val, test; hic test; reinterhand train, test; coco_wholebody train,
+  val; freihand training, evaluation; ho3d train, evaluation.
   """
   if name not in READERS:
     raise ValueError(f'unknown data set {name!r}; known: {", ".join(sorted(READERS))}')
