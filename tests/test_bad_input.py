@@ -22,6 +22,16 @@ tested elsewhere are listed here, not repeated.
 | HIC | malformed JSON, missing keys, bad hand_type/bbox shape; bad PLY | AnnotationError / ValueError naming file | test_data_hic::test_malformed_json_raises_naming_the_key, ::test_bad_meshes_raise_naming_the_file |
 | HIC | missing image or mesh | counted, logged skip (strict: error) | test_data_hic::test_missing_files_are_counted_or_strict; here (JSON fine, files absent) |
 | HIC | zero/non-integer image size, non-numeric or NaN bbox | AnnotationError | here |
+| ReInterHand | malformed or missing JSON, missing keys, wrong shapes, NaN, non-rotation R, zero focal, fisheye D | AnnotationError naming file and key | test_data_reinterhand::test_malformed_files_raise_naming_file_and_key, ::test_missing_or_invalid_json_files |
+| ReInterHand | missing images (cached index) | counted, logged skip (strict: error) | test_data_reinterhand::test_missing_images_are_counted_logged_or_strict |
+| COCOWholeBody | missing file, malformed wholebody or NeuralAnnot JSON, bad split | AnnotationError naming file and key | test_data_coco_wholebody::test_missing_annotation_file, ::test_bad_wholebody_file, ::test_bad_mano_file, ::test_bad_split |
+| COCOWholeBody | missing images | counted, logged skip (strict: error) | test_data_coco_wholebody::test_missing_images_are_skipped_counted_or_strict |
+| FreiHAND | malformed, truncated or missing JSON, wrong shapes, NaN, skewed K, vertex count vs model | AnnotationError naming file and entry | test_data_freihand::test_malformed_files_raise_naming_file_and_entry, ::test_bad_json_and_missing_files |
+| FreiHAND | missing images | counted, logged skip (strict: error) | test_data_freihand::test_missing_images_are_skipped_and_counted |
+| FreiHAND pred.json | wrong structure, shapes, NaN, mm instead of m, wrong sample count | PredictionsError naming the file | test_eval_freihand::test_read_pred_json_errors_name_the_file, ::test_eval_py_scores_a_pred_json |
+| HO3D | bad or hostile pickle, missing keys, shapes, NaN, bad camMat, missing list/meta file | AnnotationError naming file and key, nothing unpickled runs | test_data_ho3d::test_bad_pickles_name_the_file, ::test_bad_train_meta_names_file_and_key, ::test_bad_evaluation_meta, ::test_missing_list_or_meta_file_and_bad_lines |
+| HO3D | missing images | counted, logged skip (strict: error) | test_data_ho3d::test_missing_images_skipped_counted_or_strict |
+| config.data.mix | part without a root, unknown field, stores with different channels | FileNotFoundError / ValueError naming config.data.mix.<part> | test_train_stage1::test_training_on_a_mix |
 | pipeline | missing image | OSError naming the file | test_data_pipeline::test_missing_image_names_the_file |
 | pipeline | empty, truncated, non-image file or bytes | OSError naming the file / annotation | here |
 | prior store | missing id, truncated shard, float32 record, truncated record, not a store | KeyError / StoreError naming the file | test_teacher_store::test_round_trip_missing_id_and_pickle, ::test_bad_files_are_named |
