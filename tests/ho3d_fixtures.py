@@ -16,7 +16,7 @@ and camMat; frames without annotation have every value None (v3). All in
 OpenGL camera axes (the hand at negative z).
 
 The hand is the procedural one (NOT MANO), moved so its rest wrist sits
-where MANO's does (`mano_like_hand`); joints are computed by mano_jax in
+where MANO's does (`tests.mano_like.mano_like_hand`); joints are computed by mano_jax in
 float64 from the stored (float32) parameters, so parameters and joints agree
 exactly. v3 sequences use .jpg, v2 sequences .png (one set holds both here).
 """
@@ -32,7 +32,6 @@ import mano_jax
 
 # MANO_RIGHT.pkl's rest wrist is about here (m); the procedural hand's is at
 # the origin, where rotating about the wrist and about the origin agree.
-MANO_LIKE_WRIST = np.array([0.0957, 0.0064, 0.0062])
 CAM = np.array([[617.343, 0.0, 312.42], [0.0, 617.343, 241.42], [0.0, 0.0, 1.0]])
 IMAGE_HW = (6, 8)
 
@@ -85,9 +84,6 @@ def py2_pickle(obj) -> bytes:
   return b'\x80\x02}(' + items + b'u.'
 
 
-def mano_like_hand(model):
-  """The procedural hand (NOT MANO) moved so its rest wrist is where MANO's is."""
-  return model.replace(v_template=np.asarray(model.v_template) + MANO_LIKE_WRIST)
 
 
 # ----------------------------------------------------------------------------

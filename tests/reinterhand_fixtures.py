@@ -23,6 +23,7 @@ from PIL import Image
 
 import mano_jax
 from a2p_jax.data import reinterhand
+from tests.mano_like import mano_like
 
 # Two test captures and one train capture (real capture ids).
 TEST = (reinterhand.TEST_CAPTURES[0], reinterhand.TEST_CAPTURES[2])
@@ -37,19 +38,6 @@ STRAY_FOLDER = '400299'                 # an image folder without camera paramet
 HANDS_CENTRE_MM = np.array([0.0, 0.0, 1000.0])
 
 
-# MANO's rest wrist joint sits ~10 cm from the origin (the procedural hand's
-# at it), which is what makes the root-joint term of the camera transform
-# matter; the fixture's hands are moved there.
-ROOT_OFFSET_M = np.array([0.0957, 0.0064, 0.0062])
-
-
-def offset_models(models):
-  """(right, left) with the rest pose moved by ROOT_OFFSET_M (mirrored in x
-  for the left hand), like MANO's: the fixture's hand models."""
-  right, left = models
-  mirror = np.array([-1.0, 1.0, 1.0])
-  return (right.replace(v_template=np.asarray(right.v_template) + ROOT_OFFSET_M),
-          left.replace(v_template=np.asarray(left.v_template) + ROOT_OFFSET_M * mirror))
 
 
 def look_at(campos, target):
@@ -176,14 +164,14 @@ def write_capture(root, capture, hands, rng, truth):
 
 
 def write(root, models, *, seed=0, captures=TEST + TRAIN):
-  """Writes the capture folders under root with `offset_models(models)`
+  """Writes the capture folders under root with `mano_like(models)`
   (read them back with those); returns the truth:
   {'cameras': {(capture, cam): {R, t, focal, princpt, size}},
    'fits': {(capture, frame): {side: {pose, shape, trans, verts (m)}}},
    'joints': {(capture, frame): (42, 3) world mm}, 'images': [(capture, cam, frame)],
    'extra': {(capture, frame, side): (3, 3) the dropped rows}}."""
   rng = np.random.default_rng(seed)
-  models = offset_models(models)
+  models = mano_like(models)
   truth = {'cameras': {}, 'fits': {}, 'joints': {}, 'images': [], 'extra': {}}
   n = len(FRAMES)
   fits, joints, verts = world_fits(models, rng, n * len(captures))   # one batch: one compile

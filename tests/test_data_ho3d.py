@@ -15,6 +15,7 @@ import mano_jax
 from a2p_jax.data import ho3d
 from a2p_jax.data.interhand26m import AnnotationError
 from tests import ho3d_fixtures as fx
+from tests.mano_like import mano_like_hand
 
 D = np.diag([1.0, -1.0, -1.0])
 # InterHand order (thumb4..1, index4..1, middle, ring, pinky, wrist) from
@@ -28,7 +29,7 @@ IH_FROM_HO3D = [16, 15, 14, 13, 17, 3, 2, 1, 18, 6, 5, 4, 19, 12, 11, 10, 20, 9,
 @pytest.fixture(scope='module')
 def hand(models):
   """The right model of every test here: the procedural hand with MANO's wrist."""
-  return fx.mano_like_hand(models[0])
+  return mano_like_hand(models[0])
 
 
 @pytest.fixture(autouse=True)

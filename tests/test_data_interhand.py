@@ -13,10 +13,32 @@ import pytest
 
 import mano_jax
 from a2p_jax.data import interhand26m, jsonstream, synthetic
+from a2p_jax.data.hands import load_hand_models
 from a2p_jax.data.interhand26m import AnnotationError, InterHand26M
 from tests import interhand_fixtures as fx
+from tests.mano_like import mano_like
 
 SPLIT = 'test'
+
+
+@pytest.fixture(scope='module')
+def plain_models():
+  return load_hand_models(None)
+
+
+@pytest.fixture(scope='module')
+def models(plain_models):
+  """The fixture's hands and the reader's: the procedural hand with MANO's
+  rest wrist (tests/mano_like.py), so the root-joint term of the camera
+  move matters."""
+  return mano_like(plain_models)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _reader_uses_the_models(models):
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(interhand26m, 'load_hand_models', lambda mano_dir=None: models)
+    yield
 
 
 @pytest.fixture(scope='module')
@@ -362,7 +384,9 @@ def test_invalid_json_and_missing_files(data):
 # ----------------------------------------------------------------------------
 # The synthetic set is read by the same code.
 
-def test_reads_the_synthetic_set(tmp_path, models):
+def test_reads_the_synthetic_set(tmp_path, plain_models, monkeypatch):
+  models = plain_models   # the generator's hands
+  monkeypatch.setattr(interhand26m, 'load_hand_models', lambda mano_dir=None: models)
   out = str(tmp_path / 'syn')
   synthetic.generate(out, synthetic.Options(num_frames=6, seed=3, num_cameras=2,
                                             image_size=(64, 48), single_hand_fraction=0.3),

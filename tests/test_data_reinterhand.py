@@ -18,6 +18,7 @@ from a2p_jax.data import reinterhand
 from a2p_jax.data.interhand26m import AnnotationError
 from a2p_jax.data.reinterhand import ReInterHand
 from tests import reinterhand_fixtures as fx
+from tests.mano_like import mano_like
 
 SIDES = ('right', 'left')
 CAP, CAM, FRAME = fx.TEST[0], '400262', fx.FRAMES[0]
@@ -27,7 +28,7 @@ CAP, CAM, FRAME = fx.TEST[0], '400262', fx.FRAMES[0]
 def hands(models):
   """The fixture's hand models: the procedural hand moved like MANO's (its rest
   wrist ~10 cm from the origin), so the root-joint term is tested."""
-  return fx.offset_models(models)
+  return mano_like(models)
 
 
 @pytest.fixture(autouse=True)
