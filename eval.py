@@ -12,9 +12,12 @@ A predictions file from any method:
         --root /data/InterHand2.6M --split test --mano_dir /data/mano \
         [--subset aid_human_annot_test.txt] --out eval_out
 
-FreiHAND (official protocol; pred.json as submitted to its challenge):
+FreiHAND (official protocol; FreiHAND's pred.json, the project's format keyed
+by sample index, or a checkpoint):
     python eval.py --predictions pred.json --dataset freihand \
         --root /data/FreiHAND_pub_v2 --split evaluation --out eval_fh
+    python eval.py --workdir /ckpt/a2p --dataset freihand --root /data/FreiHAND_pub_v2 \
+        --mano_dir /data/mano --out eval_fh
 
 Writes report.json, report.md, per_sample.npz and figures/ to --out
 (FreiHAND: report.json and report.md).
@@ -50,11 +53,16 @@ def main(argv):
   if FLAGS.predictions and (FLAGS.stage2 or FLAGS.priors):
     raise app.UsageError('--stage2 and --priors need --workdir (a stage-1 checkpoint)')
   if FLAGS.dataset == 'freihand':
-    if not FLAGS.predictions:
-      raise app.UsageError('--dataset freihand scores a pred.json: give --predictions '
-                           '(a checkpoint on FreiHAND is not supported yet)')
-    run.evaluate_freihand(FLAGS.predictions, FLAGS.root, FLAGS.out,
-                          split='evaluation' if FLAGS.split == 'test' else FLAGS.split)
+    if FLAGS.stage2 or FLAGS.priors or FLAGS.subset:
+      raise app.UsageError('--dataset freihand takes no --stage2, --priors or --subset')
+    split = 'evaluation' if FLAGS.split == 'test' else FLAGS.split
+    if FLAGS.predictions:
+      run.evaluate_freihand(FLAGS.predictions, FLAGS.root, FLAGS.out, split=split,
+                            mano_dir=FLAGS.mano_dir)
+    else:
+      run.evaluate_checkpoint_freihand(FLAGS.workdir, FLAGS.out, root=FLAGS.root, split=split,
+                                       mano_dir=FLAGS.mano_dir, step=FLAGS.step,
+                                       limit=FLAGS.limit)
   elif FLAGS.predictions:
     run.evaluate_predictions(FLAGS.predictions, FLAGS.dataset or 'synthetic', FLAGS.root,
                              FLAGS.split, FLAGS.out, mano_dir=FLAGS.mano_dir,

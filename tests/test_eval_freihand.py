@@ -264,3 +264,74 @@ def test_eval_py_scores_a_pred_json(tmp_path):
   pred.write_text(json_lib.dumps([xyz[:2].tolist(), verts[:2].tolist()]))
   with pytest.raises(ValueError, match='pred.json: 2 predictions'):
     run.evaluate_freihand(str(pred), root, str(tmp_path / 'out2'))
+
+
+def test_mesh_joints_are_freihands():
+  """FreiHAND's joints of a mesh: the toolbox's recipe written out in the
+  fixture (procedural hand: its own tips), and TIP_VERTICES on a MANO-sized
+  mesh."""
+  import types
+
+  import jax
+
+  import mano_jax
+  from a2p_jax.data.hands import load_hand_models
+  from tests import freihand_fixtures
+  model = load_hand_models(None)[0]
+  rng = np.random.default_rng(2)
+  with jax.enable_x64(True):
+    verts = np.asarray(mano_jax.forward(model, rng.normal(0, 0.3, (3, 48)),
+                                        rng.normal(0, 1, (3, 10))).vertices)
+  want = np.stack([freihand_fixtures.freihand_joints(model, v) for v in verts])
+  np.testing.assert_allclose(freihand.mesh_joints(model, verts), want, atol=1e-12)
+  fake = types.SimpleNamespace(J_regressor=np.eye(16, 778), tip_ids=(0, 1, 2, 3, 4))
+  v = rng.normal(size=(1, 778, 3))
+  got = freihand.mesh_joints(fake, v)[0]
+  np.testing.assert_array_equal(got[[4, 8, 12, 16, 20]], v[0, [744, 320, 443, 555, 672]])
+  np.testing.assert_array_equal(got[0], v[0, 0])            # wrist: regressor row 0
+  np.testing.assert_array_equal(got[1], v[0, 13])           # thumb1: MANO joint 13
+
+
+def test_project_format_predictions(tmp_path):
+  """The project's predictions format keyed by sample index: MANO parameters
+  scored with FreiHAND's joints of their mesh (the ground truth itself
+  scores 0), joints + vertices with the given joints."""
+  import json as json_lib
+
+  from a2p_jax.data.freihand import FreiHAND
+  from a2p_jax.data.hands import load_hand_models
+  from a2p_jax.eval import run
+  from tests import freihand_fixtures
+  models = load_hand_models(None)
+  root = str(tmp_path / 'FreiHAND_pub_v2')
+  freihand_fixtures.write(root, models[0], n_train=1, n_eval=3)
+  ds = FreiHAND(root, 'evaluation', progress=False)
+  entries = {str(ex['sample_id']): {'right': {k: np.asarray(v).tolist()
+                                              for k, v in ex['mano']['right'].items()},
+                                    'left': None} for ex in (ds[i] for i in range(len(ds)))}
+  path = tmp_path / 'preds.json'
+  path.write_text(json_lib.dumps({'units': 'm', 'predictions': entries}))
+  summary = run.evaluate_freihand(str(path), root, str(tmp_path / 'out'))
+  assert summary['count'] == 3
+  for k in ('mpjpe', 'mpvpe', 'pa_mpjpe', 'pa_mpvpe'):
+    assert summary[f'freihand/{k}'] < 1e-3, (k, summary)   # mm: the fits are the GT
+  assert summary['freihand/f5'] == pytest.approx(1.0)
+  gt_xyz, gt_verts = freihand.read_gt(root)
+  shifted = {str(i): {'right': {'joints': (freihand_fixtures_to_interhand(gt_xyz[i]) + 0.01)
+                                .tolist(), 'vertices': gt_verts[i].tolist()}, 'left': None}
+             for i in range(3)}
+  path.write_text(json_lib.dumps({'units': 'm', 'predictions': shifted}))
+  summary = run.evaluate_freihand(str(path), root, str(tmp_path / 'out2'))
+  assert summary['freihand/mpjpe'] == pytest.approx(np.sqrt(3) * 10, rel=1e-6)
+  assert summary['freihand/mpvpe'] < 1e-6
+  del shifted['2']
+  path.write_text(json_lib.dumps({'units': 'm', 'predictions': shifted}))
+  with pytest.raises(PredictionsError, match='evaluation index 2'):
+    run.evaluate_freihand(str(path), root, str(tmp_path / 'out3'))
+
+
+def freihand_fixtures_to_interhand(xyz_fh):
+  """(21, 3) FreiHAND order -> InterHand order (thumb4..1, index, middle,
+  ring, pinky, wrist last), written out by hand."""
+  order = [4, 3, 2, 1, 8, 7, 6, 5, 12, 11, 10, 9, 16, 15, 14, 13, 20, 19, 18, 17, 0]
+  return np.asarray(xyz_fh)[order]

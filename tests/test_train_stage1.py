@@ -270,3 +270,24 @@ def test_training_on_a_mix(data, tmp_path):
                                                                         'root': ''}})})
   with pytest.raises(FileNotFoundError, match='config.data.mix.a.root'):
     input_lib.mixture(bad, str(tmp_path))
+
+
+def test_eval_on_freihand(trained, tmp_path):
+  """A checkpoint scored on FreiHAND's evaluation split with FreiHAND's
+  protocol (right-hand slot, FreiHAND's joints of the mesh); the run's
+  folder is only read."""
+  from a2p_jax.data.hands import load_hand_models
+  from a2p_jax.eval import run
+  from tests import freihand_fixtures
+  workdir, _ = trained
+  root = str(tmp_path / 'FreiHAND_pub_v2')
+  freihand_fixtures.write(root, load_hand_models(None)[0], n_train=1, n_eval=3)
+  before = tiny_training.tree_digest(workdir)
+  summary = run.evaluate_checkpoint_freihand(workdir, str(tmp_path / 'eval'), root=root)
+  assert summary['count'] == 3 and tiny_training.tree_digest(workdir) == before
+  for k in ('pa_mpjpe', 'pa_mpvpe', 'mpjpe', 'mpvpe'):
+    assert np.isfinite(summary[f'freihand/{k}']) and summary[f'freihand/{k}'] > 0, k
+  assert summary['freihand/pa_mpjpe'] <= summary['freihand/mpjpe']
+  assert 0 <= summary['freihand/f5'] <= summary['freihand/f15'] <= 1
+  doc = json.load(open(tmp_path / 'eval' / 'report.json'))
+  assert doc['step'] == 20 and doc['protocols'] == ['freihand']

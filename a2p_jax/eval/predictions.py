@@ -210,13 +210,17 @@ class Predictions:
                                    f'null but the ground truth has that hand')
 
   def hands(self, annot_ids: Sequence[int], models) -> Dict[str, Optional[np.ndarray]]:
-    """joints (n, 42, 3) m and vertices (n, 2, V, 3) m (None if absent)."""
+    """joints (n, 42, 3) m, vertices (n, 2, V, 3) m (None if absent) and
+    from_mano (n, 2) bool: the hand was given as MANO parameters (its joints
+    are then mano_jax's forward joints)."""
     n = len(annot_ids)
     if self._index is not None:
       rows = [self._index[int(a)] for a in annot_ids]
       return {'joints': self._joints[rows],
-              'verts': None if self._verts is None else self._verts[rows]}
+              'verts': None if self._verts is None else self._verts[rows],
+              'from_mano': np.zeros((n, 2), bool)}
     joints = np.full((n, 42, 3), np.nan)
+    from_mano = np.zeros((n, 2), bool)
     verts = None
     for k, side in enumerate(SIDES):
       ents = [self._entries[int(a)][side] for a in annot_ids]
@@ -232,6 +236,7 @@ class Predictions:
           verts = np.full((n, 2) + vv.shape[1:], np.nan)
         joints[mano_rows, 21 * k:21 * k + 21] = jv
         verts[mano_rows, k] = vv
+        from_mano[mano_rows, k] = True
       for i, e in enumerate(ents):
         if e is not None and 'joints' in e:
           joints[i, 21 * k:21 * k + 21] = e['joints']
@@ -243,4 +248,4 @@ class Predictions:
                                      f'[{side!r}].vertices: {e["vertices"].shape[0]} '
                                      f'vertices, others have {verts.shape[2]}')
             verts[i, k] = e['vertices']
-    return {'joints': joints, 'verts': verts}
+    return {'joints': joints, 'verts': verts, 'from_mano': from_mano}

@@ -5,6 +5,10 @@ import os
 import time
 from typing import Optional
 
+import numpy as np
+
+from mano_jax import joints as joints_lib
+
 from a2p_jax import teacher as teacher_lib
 from a2p_jax.data import open_source
 from a2p_jax.data.hands import load_hand_models
@@ -123,33 +127,51 @@ def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[st
   return _write_report(out_dir, res, meta, ds, predict)
 
 
-def evaluate_freihand(path: str, root: str, out_dir: str, *,
-                      split: str = 'evaluation') -> dict:
-  """Scores a FreiHAND pred.json ([xyz list, verts list], metres, one entry
-  per sample of `split` in order) with FreiHAND's official protocol
-  (a2p_jax.eval.freihand). Writes report.json (summary keys freihand/...)
-  and report.md to out_dir; returns the summary."""
-  t0 = time.time()
-  if not root or not os.path.isdir(root):
-    raise FileNotFoundError(f'--root {root!r} is not a directory')
-  xyz, verts = freihand.read_pred_json(path)
-  gt_xyz, gt_verts = freihand.read_gt(root, split)
-  if len(xyz) != len(gt_xyz):
-    raise PredictionsError(f'{path}: {len(xyz)} predictions, but FreiHAND {split} in {root} '
-                           f'has {len(gt_xyz)} samples (one per sample, in order)')
-  res = freihand.score(xyz, verts, gt_xyz, gt_verts)
+def _is_freihand_pred_json(path: str) -> bool:
+  """True for FreiHAND's own pred.json ([xyz list, verts list]); False for
+  the project's predictions format (a JSON object or an .npz)."""
+  if not path.endswith('.json'):
+    return False
+  with open(path, 'rb') as f:
+    head = f.read(64).lstrip()
+  return head.startswith(b'[')
+
+
+def _freihand_predictions(path, n, models):
+  """(xyz (n, 21, 3), verts (n, V, 3)) m, FreiHAND order, from either format.
+  The project's format: entries keyed by the evaluation index 0..n-1, the
+  right hand only; joints entries are scored with their joints (InterHand
+  order, reordered), MANO-parameter entries with FreiHAND's joints of their
+  mesh (`freihand.mesh_joints`); vertices are required."""
+  if _is_freihand_pred_json(path):
+    return freihand.read_pred_json(path)
+  preds = Predictions(path)
+  ids = list(range(n))
+  missing = [a for a in ids if a not in preds.ids()]
+  if missing:
+    raise PredictionsError(f'{path}: no prediction for evaluation index {missing[0]} '
+                           f'({len(missing)} of {n} missing; keys are the sample indices)')
+  hands = preds.hands(ids, models)
+  if hands['verts'] is None or not np.all(np.isfinite(hands['verts'][:, 0])):
+    raise PredictionsError(f'{path}: FreiHAND scores the right hand\'s vertices; give '
+                           '"vertices" or MANO parameters for every right hand')
+  verts = hands['verts'][:, 0]
+  xyz = joints_lib.convert(hands['joints'][:, :21], 'interhand', 'openpose')
+  regressed = freihand.mesh_joints(models[0], verts)
+  xyz = np.where(hands['from_mano'][:, 0, None, None], regressed, xyz)
+  return xyz, verts
+
+
+def _write_freihand_report(out_dir, res, n, meta) -> dict:
   summary = {f'freihand/{k}': float(v) for k, v in res.items()}
-  summary['count'] = len(xyz)
-  meta = {'dataset': 'freihand', 'split': split, 'root': os.path.abspath(root),
-          'predictions': os.path.abspath(path), 'protocols': ['freihand'],
-          'seconds': round(time.time() - t0, 1)}
+  summary['count'] = n
   os.makedirs(out_dir, exist_ok=True)
   tmp = os.path.join(out_dir, 'report.json.tmp')
   with open(tmp, 'w') as f:
-    json.dump({'summary': summary, **meta}, f, indent=1)
+    json.dump({'summary': summary, 'protocols': ['freihand'], **meta}, f, indent=1)
   os.replace(tmp, os.path.join(out_dir, 'report.json'))
-  md = [f'# Evaluation: freihand / {split}', '',
-        f'Samples: {len(xyz)}. FreiHAND protocol (lmb-freiburg/freihand eval.py): PA = '
+  md = [f'# Evaluation: freihand / {meta["split"]}', '',
+        f'Samples: {n}. FreiHAND protocol (lmb-freiburg/freihand eval.py): PA = '
         'Procrustes with scale per sample, joints and vertices separately; F on aligned '
         'vertices. Errors in mm.', '',
         '| PA-MPJPE | PA-MPVPE | F@5mm | F@15mm | MPJPE | MPVPE |',
@@ -161,3 +183,56 @@ def evaluate_freihand(path: str, root: str, out_dir: str, *,
   print('\n'.join(md))
   print(f'wrote {out_dir}/report.json, report.md')
   return summary
+
+
+def evaluate_freihand(path: str, root: str, out_dir: str, *, split: str = 'evaluation',
+                      mano_dir: Optional[str] = None) -> dict:
+  """Scores FreiHAND predictions with FreiHAND's official protocol
+  (a2p_jax.eval.freihand): its own pred.json ([xyz list, verts list],
+  metres, one entry per sample of `split` in order) or the project's
+  predictions format keyed by the sample index (right hand). Writes
+  report.json (summary keys freihand/...) and report.md; returns the summary."""
+  t0 = time.time()
+  if not root or not os.path.isdir(root):
+    raise FileNotFoundError(f'--root {root!r} is not a directory')
+  gt_xyz, gt_verts = freihand.read_gt(root, split)
+  xyz, verts = _freihand_predictions(path, len(gt_xyz), load_hand_models(mano_dir))
+  if len(xyz) != len(gt_xyz):
+    raise PredictionsError(f'{path}: {len(xyz)} predictions, but FreiHAND {split} in {root} '
+                           f'has {len(gt_xyz)} samples (one per sample, in order)')
+  res = freihand.score(xyz, verts, gt_xyz, gt_verts)
+  meta = {'dataset': 'freihand', 'split': split, 'root': os.path.abspath(root),
+          'predictions': os.path.abspath(path), 'mano': mano_dir or 'procedural (NOT MANO)',
+          'seconds': round(time.time() - t0, 1)}
+  return _write_freihand_report(out_dir, res, len(xyz), meta)
+
+
+def evaluate_checkpoint_freihand(workdir: str, out_dir: str, *, root: str,
+                                 split: str = 'evaluation', mano_dir: Optional[str] = None,
+                                 step: Optional[int] = None, limit: int = 0,
+                                 chunk: int = 64) -> dict:
+  """A stage-1 checkpoint on FreiHAND, FreiHAND's protocol: each image cropped
+  around its hand's ground-truth box (as for the other sets), the right-hand
+  slot's mesh scored with FreiHAND's joints of that mesh. Reads the run only."""
+  check_outside_runs(out_dir, workdir, None)
+  t0 = time.time()
+  config, predict_batch, step, models = load_stage1(workdir, step=step, mano_dir=mano_dir)
+  mano_dir = mano_dir if mano_dir is not None else (config.data.mano_dir or None)
+  ds = dataset('freihand', root, split, mano_dir=mano_dir)
+  gt_xyz, gt_verts = freihand.read_gt(root, split)
+  n = min(limit, len(ds)) if limit else len(ds)
+  cfg = augment_config(config)
+  xyz, verts, rows = [], [], []
+  for start in range(0, n, chunk):
+    exs = [ds[i] for i in range(start, min(start + chunk, n))]
+    pred = predict_batch(eval_batch(exs, cfg, models, None))
+    v = np.asarray(pred['verts'], np.float64)[:, 0]
+    verts.append(v)
+    xyz.append(freihand.mesh_joints(models[0], v))
+    rows += [int(e['sample_id']) for e in exs]
+  res = freihand.score(np.concatenate(xyz), np.concatenate(verts), gt_xyz[rows], gt_verts[rows])
+  meta = {'dataset': 'freihand', 'split': split, 'root': os.path.abspath(root),
+          'checkpoint': os.path.abspath(os.path.join(workdir, 'checkpoints', str(step))),
+          'step': int(step), 'mano': mano_dir or 'procedural (NOT MANO)',
+          'seconds': round(time.time() - t0, 1)}
+  return _write_freihand_report(out_dir, res, n, meta)
