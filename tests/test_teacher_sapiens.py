@@ -126,3 +126,27 @@ def test_sapiens_precompute_store(ckpt_dir, tmp_path):
   want, want_aff = t([exs[1]])[0]
   np.testing.assert_array_equal(maps, want.astype(np.float16))
   np.testing.assert_array_equal(affine, want_aff)
+
+
+def test_precompute_per_source_of_a_mix(ckpt_dir, tmp_path):
+  """A prior store per source (here COCO-WholeBody's fixture, 2D keypoints
+  only: the teacher crop comes from them) joins that source's examples by
+  annot_id in the mix."""
+  from a2p_jax import teacher as teacher_lib
+  from a2p_jax.data import open_source, pipeline
+  from a2p_jax.data.hands import load_hand_models
+  from tests import coco_wholebody_fixtures
+  root = str(tmp_path / 'coco')
+  coco_wholebody_fixtures.write(root, load_hand_models(None))
+  ds = open_source('coco_wholebody', root, 'val', progress=False)
+  t = sapiens.SapiensTeacher(directory=ckpt_dir, device='cpu')
+  box = teacher_lib.teacher_box(ds[0])
+  uv = np.asarray(ds[0]['joints_img'])[np.asarray(ds[0]['joints_img_valid']) > 0]
+  assert np.all(uv >= box[:2]) and np.all(uv <= box[:2] + box[2:])   # the crop holds the hands
+  st = pre.precompute(t, ds, str(tmp_path / 'store'), batch=2, shard_size=2, progress=False)
+  st.check_covers(teacher_lib.source_annot_ids(ds))
+  cfg = pipeline.AugmentConfig(input_hw=(64, 64), prior_hw=(2, 2))
+  part = pipeline.MixPart(ds, 1.0, teacher_lib.join_priors(st), 'coco_wholebody')
+  batch = next(iter(pipeline.make_mixed_dataset([part], cfg=cfg, models=load_hand_models(None),
+                                                batch_size=2, seed=0)))
+  assert batch['priors'].shape == (2, 2, 2, 46) and np.all(np.isfinite(batch['priors']))
