@@ -10,6 +10,7 @@ def random_batch(rng, b, hw, prior_channels):
   return {
       'image': rng.integers(0, 255, (b, h, w, 3), dtype=np.uint8),
       'joints_2d': rng.uniform(0, h, (b, 42, 2)).astype(np.float32),
+      'joints_2d_valid': np.ones((b, 42), np.float32),
       'joints_rel': rng.normal(0, 0.05, (b, 42, 3)).astype(np.float32),
       'depth_rel': rng.normal(0, 0.05, (b, 42)).astype(np.float32),
       'joint_valid': np.ones((b, 42), np.float32),
