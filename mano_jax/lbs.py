@@ -9,7 +9,7 @@ pure jnp, so jit/vmap/grad compose freely.
 
 import functools
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -275,7 +275,7 @@ def _expect(x, tail, name, pose_repr):
 
 def forward(model: ManoModel, pose, betas=None, transl=None, *,
             pose_repr: str = 'axis_angle', flat_hand_mean: bool = False,
-            joint_order: str = 'mano') -> ManoOutput:
+            joint_order: str = 'mano', joints: str = 'kinematic') -> ManoOutput:
   """MANO hand: pose (+ betas, transl) -> vertices, 21 joints, joint frames.
 
   Args:
@@ -288,6 +288,10 @@ def forward(model: ManoModel, pose, betas=None, transl=None, *,
       model.hands_mean to the hand pose.
     joint_order: 'mano' (16 kinematic joints + tips thumb..pinky),
       'openpose' or 'interhand'.
+    joints: 'kinematic' (default): the 16 forward-kinematics joint positions;
+      'regressed': J_regressor applied to the posed mesh (InterWild's and
+      IntagHand's joints, what their evaluations score). Both take the five
+      fingertips from the mesh (model.tip_ids) and use `joint_order`.
   Leading batch dims of pose, betas and transl broadcast against each other.
   Float32 unless the inputs are float64 (with jax_enable_x64).
   """
@@ -299,6 +303,9 @@ def forward(model: ManoModel, pose, betas=None, transl=None, *,
   if joint_order not in joints_lib.JOINT_ORDERS:
     raise ValueError(f'mano_jax.forward: joint_order must be one of '
                      f'{sorted(joints_lib.JOINT_ORDERS)}, got {joint_order!r}')
+  if joints not in ('kinematic', 'regressed'):
+    raise ValueError(f"mano_jax.forward: joints must be 'kinematic' or 'regressed', "
+                     f'got {joints!r}')
   pose_batch = _pose_batch_shape(model, pose, pose_repr)
   if betas is None:
     betas = jnp.zeros((model.num_betas,), dtype)
@@ -320,13 +327,13 @@ def forward(model: ManoModel, pose, betas=None, transl=None, *,
         f'betas {betas.shape[:-1]}, transl '
         f'{None if transl is None else transl.shape[:-1]}') from None
   return _forward(model, pose, betas, transl, pose_repr=pose_repr,
-                  flat_hand_mean=flat_hand_mean, joint_order=joint_order)
+                  flat_hand_mean=flat_hand_mean, joint_order=joint_order, joints=joints)
 
 
 @functools.partial(jax.jit, static_argnames=('pose_repr', 'flat_hand_mean',
-                                             'joint_order'))
+                                             'joint_order', 'joints'))
 def _forward(model, pose, betas, transl, *, pose_repr, flat_hand_mean,
-             joint_order):
+             joint_order, joints='kinematic'):
   # Jitted so that eager callers run one compiled program instead of ~100
   # op-by-op dispatches; inside a caller's jit it is simply inlined.
   dtype = pose.dtype
@@ -351,7 +358,11 @@ def _forward(model, pose, betas, transl, *, pose_repr, flat_hand_mean,
     verts = verts + transl
     g_pos = g_pos + transl
   tips = verts[..., np.asarray(model.tip_ids, np.int32), :]
-  joints21 = joints_lib.reorder(jnp.concatenate([g_pos, tips], -2), joint_order)
+  if joints == 'regressed':
+    body = jnp.einsum('jv,...vc->...jc', jnp.asarray(model.J_regressor, dtype), verts)
+  else:
+    body = g_pos
+  joints21 = joints_lib.reorder(jnp.concatenate([body, tips], -2), joint_order)
   bottom = jnp.broadcast_to(jnp.asarray([0, 0, 0, 1], dtype),
                             batch + (model.num_joints, 1, 4))
   transforms = jnp.concatenate(

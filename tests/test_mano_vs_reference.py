@@ -98,3 +98,35 @@ def test_rotmat_and_axis_angle_agree():
     for a, b, c in jax.jit(run)(aa, rotm):
       np.testing.assert_allclose(a, b, atol=1e-10)
       np.testing.assert_allclose(a, c, atol=1e-10)
+
+
+@pytest.mark.parametrize('side', ['right', 'left'])
+def test_regressed_joints_vs_reference(side):
+  """joints='regressed': J_regressor on the reference's posed mesh plus the
+  tip vertices (float64, 1e-9 m), in every joint order; they differ from
+  the kinematic joints on posed hands and equal them at the flat rest pose
+  (no pose blend shapes, J = J_regressor @ v_shaped)."""
+  model = mano_jax.load_procedural(side)
+  rng = np.random.default_rng(7 if side == 'right' else 8)
+  pose, betas, transl = rng.normal(0, 0.4, (2, 48)), rng.normal(0, 1, (2, 10)), \
+      rng.normal(0, 0.1, (2, 3))
+  with jax.enable_x64(True):
+    got = {o: np.asarray(mano_jax.forward(model, pose, betas, transl, joint_order=o,
+                                          joints='regressed').joints)
+           for o in ('mano', 'interhand')}
+    kin = np.asarray(mano_jax.forward(model, pose, betas, transl).joints)
+    rest = mano_jax.forward(model, np.zeros(48), betas[0], transl[0], flat_hand_mean=True)
+    rest_reg = mano_jax.forward(model, np.zeros(48), betas[0], transl[0], flat_hand_mean=True,
+                                joints='regressed')
+  for i in range(2):
+    verts = ref.forward(model, pose[i], betas[i], transl[i])[0]
+    want = np.concatenate([np.asarray(model.J_regressor, np.float64) @ verts,
+                           verts[list(model.tip_ids)]])
+    np.testing.assert_allclose(got['mano'][i], want, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got['interhand'][i],
+                               mano_jax.joints.convert(want, 'mano', 'interhand'), atol=1e-9)
+  assert np.abs(got['mano'][:, :16] - kin[:, :16]).max() > 1e-4   # they are different joints
+  np.testing.assert_array_equal(got['mano'][:, 16:], kin[:, 16:])   # the same tips
+  np.testing.assert_allclose(np.asarray(rest_reg.joints), np.asarray(rest.joints), atol=1e-12)
+  with pytest.raises(ValueError, match="'kinematic' or 'regressed'"):
+    mano_jax.forward(model, pose[0], joints='mesh')
