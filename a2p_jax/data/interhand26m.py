@@ -487,7 +487,7 @@ def _load_cached(path, stamp):
     arrays = {k: np.load(os.path.join(path, k + '.npy'), mmap_mode='r')
               for k in meta['arrays']}
   except (OSError, ValueError) as e:
-    log.warning('InterHand2.6M index cache %s unreadable (%s); rebuilding', path, e)
+    log.warning('index cache %s unreadable (%s); rebuilding', path, e)
     return None
   return {'arrays': arrays, 'names': meta['names'], 'path': path}
 
