@@ -97,6 +97,19 @@ def test_jsonstream_errors_name_the_file(tmp_path, text, msg):
   assert 'bad.json' in str(e.value)
 
 
+@pytest.mark.parametrize('text, msg', [
+    ('{"a": 1}', 'expected a JSON array'), ('[1, 2] 3', 'unexpected data after'),
+    ('[1, 2', 'end of file'), ('[1, {"b": nan}]', 'bad.json')])
+def test_jsonstream_elements_stream_and_errors_name_the_file(tmp_path, text, msg):
+  path = tmp_path / 'bad.json'
+  path.write_text('[[1, 2], {"k": [3]}, "s"]')
+  assert list(jsonstream.iter_elements(str(path), chunk_chars=3)) == [[1, 2], {'k': [3]}, 's']
+  path.write_text(text)
+  with pytest.raises(jsonstream.JsonStreamError, match=msg) as e:
+    list(jsonstream.iter_elements(str(path), chunk_chars=3))
+  assert 'bad.json' in str(e.value)
+
+
 # ----------------------------------------------------------------------------
 # Reading the official format.
 

@@ -123,14 +123,7 @@ def _iter_entries(path, progress=False):
   bar = tqdm(total=os.path.getsize(path), unit='B', unit_scale=True, desc=f'read {name}',
              disable=not progress)
   try:
-    with open(path, 'r', encoding='utf-8') as fh:
-      reader = jsonstream._Reader(fh, path, jsonstream._CHUNK_CHARS, bar.update)
-      if reader.peek() != '[':
-        raise AnnotationError(f'{name}: expected a JSON array with one entry per sample')
-      for _, value in jsonstream._iter_array(reader, name):
-        yield value
-      if reader.peek() != '':
-        raise AnnotationError(f'{name}: unexpected data after the top-level array')
+    yield from jsonstream.iter_elements(path, on_progress=bar.update)
   except jsonstream.JsonStreamError as e:
     raise AnnotationError(f'{name}: {e}') from None
   finally:

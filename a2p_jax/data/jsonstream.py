@@ -124,6 +124,21 @@ def iter_members(path: str, *, expand: Iterable[str] = (),
       raise r.error('unexpected data after the top-level object')
 
 
+def iter_elements(path: str, *, chunk_chars: int = _CHUNK_CHARS,
+                  on_progress: Optional[Callable[[int], None]] = None) -> Iterator[object]:
+  """Yields each element of the file's top-level array (FreiHAND's files),
+  one at a time. Raises JsonStreamError naming the file for invalid JSON, a
+  top level that is not an array, or data after it."""
+  with open(path, 'r', encoding='utf-8') as fh:
+    r = _Reader(fh, path, chunk_chars, on_progress)
+    if r.peek() != '[':
+      raise r.error('expected a JSON array at the top level')
+    for _, value in _iter_array(r, 'the top-level array'):
+      yield value
+    if r.peek() != '':
+      raise r.error('unexpected data after the top-level array')
+
+
 def _iter_array(r: _Reader, key: str):
   r.expect('[', f'an array under key {key!r}')
   if r.peek() == ']':
