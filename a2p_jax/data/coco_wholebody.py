@@ -101,7 +101,6 @@ strict=True.
 """
 
 import array
-import hashlib
 import logging
 import os
 from typing import Optional
@@ -111,8 +110,8 @@ from tqdm import tqdm
 
 from a2p_jax.data import jsonstream
 from a2p_jax.data.interhand26m import (AnnotationError, NUM_JOINTS, SIDES, _field,
-                                       _file_name, _int, _join, _load_cached, _numbers, _save,
-                                       _where)
+                                       _file_name, _int, _join, _load_cached, _numbers,
+                                       _where, cache_places, cached_index, path_tag)
 from mano_jax.joints import INTERHAND_NAMES, OPENPOSE_NAMES
 
 log = logging.getLogger(__name__)
@@ -409,35 +408,19 @@ def _stamp(root, split):
 def _cache_candidates(root, split, cache_dir):
   ann_dir = os.path.abspath(os.path.join(root, 'annotations'))
   tag = f'coco_wholebody_{split}'
-  hashed = f'{tag}_{hashlib.sha1(ann_dir.encode()).hexdigest()[:16]}'
-  if cache_dir is not None:
-    return [os.path.join(cache_dir, hashed)]
-  return [os.path.join(ann_dir, '.a2p_jax_index', tag),
-          os.path.join(os.path.expanduser('~/.cache/a2p_jax'), hashed)]
+  return cache_places(os.path.join(ann_dir, '.a2p_jax_index', tag), path_tag(tag, ann_dir),
+                      cache_dir)
 
 
 def load_index(root, split, *, cache=True, cache_dir=None, progress=True) -> dict:
   """The index from the first up-to-date cache, else built and cached there
   (the first place that can be written); 'path' None when not cached."""
+  build = lambda: build_index(root, split, progress=progress)
   if not cache:
-    return dict(build_index(root, split, progress=progress), path=None, stamp=None)
+    return dict(build(), path=None, stamp=None)
   _existing_files(root, split)
-  stamp = _stamp(root, split)
-  places = _cache_candidates(root, split, cache_dir)
-  found = next(filter(None, (_load_cached(p, stamp) for p in places)), None)
-  if found is not None:
-    return dict(found, stamp=stamp)
-  index = build_index(root, split, progress=progress)
-  for place in places:
-    try:
-      _save(place, index, stamp)
-    except OSError as e:      # a read-only data folder: try the next place
-      log.info('cannot write the COCO-WholeBody index cache at %s (%s)', place, e)
-      continue
-    found = _load_cached(place, stamp)
-    if found is not None:
-      return dict(found, stamp=stamp)
-  return dict(index, path=None, stamp=None)
+  return cached_index(_cache_candidates(root, split, cache_dir), _stamp(root, split), build,
+                      what='COCO-WholeBody')
 
 
 # ----------------------------------------------------------------------------

@@ -226,32 +226,18 @@ def _source_stamp(root, split):
 
 
 def _cache_dirs(root, split, cache_dir):
-  folder = os.path.abspath(root)
-  tag = f'freihand_{split}_{hashlib.sha1(folder.encode()).hexdigest()[:16]}'
-  if cache_dir is not None:
-    return [os.path.join(cache_dir, tag)]
-  return [os.path.join(folder, '.a2p_jax_index', f'freihand_{split}'),
-          os.path.join(os.path.expanduser('~/.cache/a2p_jax'), tag)]
+  local = os.path.join(os.path.abspath(root), '.a2p_jax_index', f'freihand_{split}')
+  return ih.cache_places(local, ih.path_tag(f'freihand_{split}', root), cache_dir)
 
 
 def load_index(root, split, *, cache=True, cache_dir=None, progress=True):
   """(index, stamp): from the cache when up to date, else built and cached."""
   stamp = _source_stamp(root, split)
+  build = lambda: build_index(root, split, progress=progress)
   if not cache:
-    return dict(build_index(root, split, progress=progress), path=None), stamp
-  dirs = _cache_dirs(root, split, cache_dir)
-  for found in (ih._load_cached(d, stamp) for d in dirs):
-    if found is not None:
-      return found, stamp
-  index = build_index(root, split, progress=progress)
-  for d in dirs:
-    try:
-      ih._save(d, index, stamp)
-    except OSError as e:
-      log.info('cannot write the FreiHAND index cache at %s (%s)', d, e)
-      continue
-    return ih._load_cached(d, stamp) or dict(index, path=None), stamp
-  return dict(index, path=None), stamp
+    return dict(build(), path=None), stamp
+  index = ih.cached_index(_cache_dirs(root, split, cache_dir), stamp, build, what='FreiHAND')
+  return index, stamp
 
 
 # ----------------------------------------------------------------------------

@@ -291,32 +291,17 @@ def _source_stamp(root, split):
 
 def _cache_dirs(root, split, cache_dir):
   # Not under <root>/<split>/: the toolbox lists that folder as sequences.
-  tag = hashlib.sha1(os.path.abspath(root).encode()).hexdigest()[:16]
-  if cache_dir is not None:
-    return [os.path.join(cache_dir, f'ho3d_{split}_{tag}')]
-  return [os.path.join(root, '.a2p_jax_index', f'ho3d_{split}'),
-          os.path.join(os.path.expanduser('~/.cache/a2p_jax'), f'ho3d_{split}_{tag}')]
+  return ih.cache_places(os.path.join(root, '.a2p_jax_index', f'ho3d_{split}'),
+                         ih.path_tag(f'ho3d_{split}', root), cache_dir)
 
 
 def load_index(root, split, *, cache=True, cache_dir=None, progress=True):
   """The index from its cache when up to date, else built (and cached)."""
-  stamp = _source_stamp(root, split) if cache else None
-  candidates = _cache_dirs(root, split, cache_dir) if cache else []
-  for path in candidates:
-    got = ih._load_cached(path, stamp)
-    if got is not None:
-      return dict(got, stamp=stamp)
-  index = build_index(root, split, progress=progress)
-  for path in candidates:
-    try:
-      ih._save(path, index, stamp)
-    except OSError as e:
-      log.info('cannot write the HO-3D index cache at %s (%s)', path, e)
-      continue
-    got = ih._load_cached(path, stamp)
-    if got is not None:
-      return dict(got, stamp=stamp)
-  return dict(index, path=None, stamp=None)
+  build = lambda: build_index(root, split, progress=progress)
+  if not cache:
+    return dict(build(), path=None, stamp=None)
+  return ih.cached_index(_cache_dirs(root, split, cache_dir), _source_stamp(root, split),
+                         build, what='HO-3D')
 
 
 # ----------------------------------------------------------------------------

@@ -46,7 +46,7 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -464,14 +464,25 @@ def _source_stamp(root, split):
   return stamp
 
 
-def _cache_dirs(root, split, cache_dir):
-  """Where the index cache may live, in order of preference."""
-  ann_dir = os.path.abspath(os.path.join(root, 'annotations', split))
-  name = f'interhand26m_{split}_{hashlib.sha1(ann_dir.encode()).hexdigest()[:16]}'
+def cache_places(local: str, tag: str, cache_dir: Optional[str] = None) -> list:
+  """Where a reader's index cache may live, in order of preference: `local`
+  (beside the data) then ~/.cache/a2p_jax/<tag>; only <cache_dir>/<tag>
+  when cache_dir is given. Shared by every reader with an index cache."""
   if cache_dir is not None:
-    return [os.path.join(cache_dir, name)]
-  return [os.path.join(ann_dir, '.a2p_jax_index'),
-          os.path.join(os.path.expanduser('~/.cache/a2p_jax'), name)]
+    return [os.path.join(cache_dir, tag)]
+  return [local, os.path.join(os.path.expanduser('~/.cache/a2p_jax'), tag)]
+
+
+def path_tag(prefix: str, folder: str) -> str:
+  """'<prefix>_<16 hex digits of the folder's absolute path>': a cache name
+  that tells apart data sets in different folders."""
+  return f'{prefix}_{hashlib.sha1(os.path.abspath(folder).encode()).hexdigest()[:16]}'
+
+
+def _cache_dirs(root, split, cache_dir):
+  ann_dir = os.path.abspath(os.path.join(root, 'annotations', split))
+  return cache_places(os.path.join(ann_dir, '.a2p_jax_index'),
+                      path_tag(f'interhand26m_{split}', ann_dir), cache_dir)
 
 
 def _load_cached(path, stamp):
@@ -514,25 +525,41 @@ def _save(path, index, stamp):
     raise
 
 
-def load_index(root, split, *, cache=True, cache_dir=None, progress=True):
-  """The index from its cache when up to date, else built (and cached)."""
-  stamp = _source_stamp(root, split) if cache else None
-  candidates = _cache_dirs(root, split, cache_dir) if cache else []
-  for path in candidates:
-    got = _load_cached(path, stamp)
-    if got is not None:
-      return got
-  index = build_index(root, split, progress=progress)
-  for path in candidates:
+def cached_index(places, stamp, build: Callable[[], dict], *, what: str,
+                 accept: Optional[Callable[[dict], bool]] = None) -> dict:
+  """A reader's index {'arrays', 'names', 'path', 'stamp'}: memory-mapped from
+  the first place in `places` holding an up-to-date cache (its meta.json
+  stamp == `stamp`), else `build()` saved to the first place that can be
+  written (a read-only data folder, or another process wrote it first: then
+  that copy is used) and mapped from there. 'path' and 'stamp' are None when
+  nothing could be cached. accept(found) False rejects a found cache (it is
+  rebuilt) and ends the search."""
+  for path in places:
+    found = _load_cached(path, stamp)
+    if found is None:
+      continue
+    if accept is None or accept(found):
+      return dict(found, stamp=stamp)
+    break
+  index = build()
+  for path in places:
     try:
       _save(path, index, stamp)
     except OSError as e:
-      # Read-only data folder, or another process wrote it first (then use it).
-      log.info('cannot write the index cache at %s (%s)', path, e)
-    cached = _load_cached(path, stamp)
-    if cached is not None:
-      return cached
-  return dict(index, path=None)
+      log.info('cannot write the %s index cache at %s (%s)', what, path, e)
+    found = _load_cached(path, stamp)
+    if found is not None:
+      return dict(found, stamp=stamp)
+  return dict(index, path=None, stamp=None)
+
+
+def load_index(root, split, *, cache=True, cache_dir=None, progress=True):
+  """The index from its cache when up to date, else built (and cached)."""
+  build = lambda: build_index(root, split, progress=progress)
+  if not cache:
+    return dict(build(), path=None, stamp=None)
+  return cached_index(_cache_dirs(root, split, cache_dir), _source_stamp(root, split), build,
+                      what='InterHand2.6M')
 
 
 # ----------------------------------------------------------------------------

@@ -119,8 +119,8 @@ from tqdm import tqdm
 from a2p_jax.data import camera as cam_lib
 from a2p_jax.data.hands import load_hand_models
 from a2p_jax.data.interhand26m import (
-    AnnotationError, InterHand26M, MANO_SIZES, NUM_JOINTS, SIDES, _field, _floats, _load_cached,
-    _save)
+    AnnotationError, InterHand26M, MANO_SIZES, NUM_JOINTS, SIDES, _field, _floats, cache_places,
+    cached_index, path_tag)
 from a2p_jax.geometry.camera import project
 
 log = logging.getLogger(__name__)
@@ -357,11 +357,8 @@ def _source_stamp(root, captures):
 
 def _cache_dirs(root, split, cache_dir):
   """Where the index cache may live, in order of preference."""
-  name = f'reinterhand_{split}_{hashlib.sha1(os.path.abspath(root).encode()).hexdigest()[:16]}'
-  if cache_dir is not None:
-    return [os.path.join(cache_dir, name)]
-  return [os.path.join(root, '.a2p_jax_index', f'reinterhand_{split}'),
-          os.path.join(os.path.expanduser('~/.cache/a2p_jax'), name)]
+  return cache_places(os.path.join(root, '.a2p_jax_index', f'reinterhand_{split}'),
+                      path_tag(f'reinterhand_{split}', root), cache_dir)
 
 
 def _image_keys(arrays, names, listing):
@@ -375,29 +372,20 @@ def _image_keys(arrays, names, listing):
 
 def load_index(root, split, listing, *, cache=True, cache_dir=None, progress=True):
   """The index from its cache when up to date, else built (and cached)."""
-  stamp = _source_stamp(root, sorted(listing)) if cache else None
-  candidates = _cache_dirs(root, split, cache_dir) if cache else []
-  for path in candidates:
-    got = _load_cached(path, stamp)
-    if got is None:
-      continue
-    indexed, listed = _image_keys(got['arrays'], got['names'], listing)
+  build = lambda: build_index(root, split, listing, progress=progress)
+  if not cache:
+    return dict(build(), path=None, stamp=None)
+
+  def covers_the_images(found):
+    indexed, listed = _image_keys(found['arrays'], found['names'], listing)
     if np.isin(listed, indexed).all():
-      return got
+      return True
     log.info('Re:InterHand %s: images were added since the index at %s was built; '
-             'rebuilding', split, path)
-    break
-  index = build_index(root, split, listing, progress=progress)
-  for path in candidates:
-    try:
-      _save(path, index, stamp)
-    except OSError as e:
-      log.info('cannot write the index cache at %s (%s)', path, e)
-      continue
-    cached = _load_cached(path, stamp)
-    if cached is not None:
-      return cached
-  return dict(index, path=None)
+             'rebuilding', split, found['path'])
+    return False
+
+  return cached_index(_cache_dirs(root, split, cache_dir), _source_stamp(root, sorted(listing)),
+                      build, what='Re:InterHand', accept=covers_the_images)
 
 
 # ----------------------------------------------------------------------------
