@@ -110,8 +110,9 @@ from tqdm import tqdm
 
 from a2p_jax.data import jsonstream
 from a2p_jax.data.interhand26m import (AnnotationError, NUM_JOINTS, SIDES, _field,
-                                       _file_name, _int, _join, _load_cached, _numbers,
-                                       _where, cache_places, cached_index, path_tag)
+                                       _file_name, _int, _join, _numbers,
+                                       _where, MappedIndex, cache_places, cached_index,
+                                       path_tag)
 from mano_jax.joints import INTERHAND_NAMES, OPENPOSE_NAMES
 
 log = logging.getLogger(__name__)
@@ -432,7 +433,7 @@ def _hand_type(valid_right, valid_left):
   return 'right' if valid_right else 'left'
 
 
-class COCOWholeBody:
+class COCOWholeBody(MappedIndex):
   """COCO-WholeBody hands (train / val) as a sequence of examples (module doc).
 
   root: InterWild's data/MSCOCO folder (images/, annotations/). mano_dir:
@@ -495,19 +496,6 @@ class COCOWholeBody:
   def annot_ids(self) -> np.ndarray:
     """int64 (N,) annotation ids in example order, from the index alone."""
     return np.asarray(self._arrays['annot_id'], np.int64)[self._rows]
-
-  def __getstate__(self):
-    # Worker processes memory-map the cache again instead of copying it.
-    return dict(self.__dict__, _arrays=None) if self._index_path else dict(self.__dict__)
-
-  def __setstate__(self, state):
-    self.__dict__.update(state)
-    if self._arrays is None:
-      found = _load_cached(self._index_path, self._stamp)
-      if found is None:
-        raise AnnotationError(f'COCO-WholeBody index cache {self._index_path} changed or '
-                              'vanished since the data set was opened')
-      self._arrays = found['arrays']
 
   def _fit(self, row, k):
     a = self._arrays

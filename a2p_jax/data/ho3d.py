@@ -340,7 +340,7 @@ def _find_images(root, split, arrays, names, rows):
 # ----------------------------------------------------------------------------
 # The data set.
 
-class HO3D:
+class HO3D(ih.MappedIndex):
   """HO-3D v2/v3 'train' or 'evaluation' as camera-space examples (module doc).
 
   mano_dir: folder with MANO_RIGHT.pkl (None: the procedural hand, NOT MANO;
@@ -399,22 +399,6 @@ class HO3D:
   def annot_ids(self) -> np.ndarray:
     """int64 (N,) annotation ids (lines of <split>.txt) in example order."""
     return np.asarray(self._arrays['line'], np.int64)[self._rows]
-
-  def __getstate__(self):
-    # Worker processes reopen the memory-mapped cache and load the models.
-    state = dict(self.__dict__, _models=None)
-    if self._index_path is not None:
-      state['_arrays'] = None
-    return state
-
-  def __setstate__(self, state):
-    self.__dict__.update(state)
-    if self._arrays is None:
-      got = ih._load_cached(self._index_path, self._stamp)
-      if got is None:
-        raise AnnotationError(f'{self._index_path}: the HO-3D index cache changed or '
-                              'vanished since the data set was opened')
-      self._arrays = got['arrays']
 
   def _hand(self, row):
     """(joints_cam (42, 3) mm, joint_valid (42,), right fit or None, hand bbox or None)."""

@@ -553,6 +553,31 @@ def cached_index(places, stamp, build: Callable[[], dict], *, what: str,
   return dict(index, path=None, stamp=None)
 
 
+class MappedIndex:
+  """Pickling for a reader whose index arrays (`_arrays`) are memory-mapped
+  from a cache (`_index_path`, `_stamp`, from `cached_index`): a worker
+  process maps the cache again instead of receiving a copy, and reloads
+  hand models (`_models`) itself. A cache that changed or vanished since the
+  reader was opened is an error."""
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    if '_models' in state:
+      state['_models'] = None
+    if self._index_path is not None:
+      state['_arrays'] = None
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    if self._arrays is None:
+      found = _load_cached(self._index_path, self._stamp)
+      if found is None:
+        raise AnnotationError(f'{type(self).__name__}: the index cache {self._index_path} '
+                              'changed or vanished since the data set was opened')
+      self._arrays = found['arrays']
+
+
 def load_index(root, split, *, cache=True, cache_dir=None, progress=True):
   """The index from its cache when up to date, else built (and cached)."""
   build = lambda: build_index(root, split, progress=progress)
@@ -610,7 +635,7 @@ def _missing_images(image_dir, arrays, image_rows):
 # ----------------------------------------------------------------------------
 # The data set.
 
-class InterHand26M:
+class InterHand26M(MappedIndex):
   """InterHand2.6M (or the synthetic set) as a sequence of camera-space examples.
 
   root: the folder with images/ and annotations/. split: 'train'|'val'|'test'.
@@ -634,6 +659,7 @@ class InterHand26M:
     self._image_dir = os.path.join(root, 'images', split)
     index = load_index(root, split, cache=cache, cache_dir=cache_dir, progress=progress)
     self._arrays, self._names, self._index_path = index['arrays'], index['names'], index['path']
+    self._stamp = index['stamp']
     rows = np.arange(len(self._arrays['annot_id']))
     summary = {'annotations': len(rows)}
     if subset is not None:
@@ -691,21 +717,6 @@ class InterHand26M:
   def annot_ids(self) -> np.ndarray:
     """int64 (N,) annotation ids in example order, from the index alone."""
     return np.asarray(self._arrays['annot_id'], np.int64)[self._rows]
-
-  def __getstate__(self):
-    # Worker processes reopen the memory-mapped cache instead of copying it.
-    state = dict(self.__dict__, _models=None)
-    if self._index_path is not None:
-      state['_arrays'] = None
-    return state
-
-  def __setstate__(self, state):
-    self.__dict__.update(state)
-    if self._arrays is None:
-      with open(os.path.join(self._index_path, 'meta.json')) as fh:
-        keys = json.load(fh)['arrays']
-      self._arrays = {k: np.load(os.path.join(self._index_path, k + '.npy'), mmap_mode='r')
-                      for k in keys}
 
   def __getitem__(self, i: int) -> dict:
     n = len(self._rows)

@@ -119,7 +119,7 @@ from tqdm import tqdm
 from a2p_jax.data import camera as cam_lib
 from a2p_jax.data.hands import load_hand_models
 from a2p_jax.data.interhand26m import (
-    AnnotationError, InterHand26M, MANO_SIZES, NUM_JOINTS, SIDES, _field, _floats, cache_places,
+    AnnotationError, MANO_SIZES, MappedIndex, NUM_JOINTS, SIDES, _field, _floats, cache_places,
     cached_index, path_tag)
 from a2p_jax.geometry.camera import project
 
@@ -415,7 +415,7 @@ def image_joints(joints_cam, joint_valid, focal, princpt, image_size):
 # ----------------------------------------------------------------------------
 # The data set.
 
-class ReInterHand:
+class ReInterHand(MappedIndex):
   """Re:InterHand (Mugsy cameras, envmap_per_frame) as camera-space examples.
 
   root: the folder of the capture folders (InterWild's data/ReInterHand/data).
@@ -435,6 +435,7 @@ class ReInterHand:
     index = load_index(root, split, listing, cache=cache, cache_dir=cache_dir,
                        progress=progress)
     self._arrays, self._names, self._index_path = index['arrays'], index['names'], index['path']
+    self._stamp = index['stamp']
     indexed, listed = _image_keys(self._arrays, self._names, listing)
     present = np.isin(indexed, listed)
     cam_set = {tuple(c) for c in self._names['cameras']}
@@ -459,8 +460,6 @@ class ReInterHand:
 
   # Worker processes reopen the memory-mapped cache instead of copying it
   # (the same state handling as the InterHand2.6M reader).
-  __getstate__ = InterHand26M.__getstate__
-  __setstate__ = InterHand26M.__setstate__
 
   def _hand_models(self):
     if self._models is None:
