@@ -19,12 +19,16 @@ from a2p_jax.inference.stage1 import augment_config, eval_batch, load_stage1
 from a2p_jax.inference.stage2 import apply_stage2, load_repair
 
 
+def _check_root(root):
+  if not root or not os.path.isdir(root):
+    raise FileNotFoundError(f'--root {root!r} is not a directory')
+
+
 def dataset(name: str, root: str, split: str, *, mano_dir: Optional[str] = None,
             subset: Optional[str] = None):
   """The reader of a data set split (a2p_jax.data.open_source), or an error
   naming the flag."""
-  if not root or not os.path.isdir(root):
-    raise FileNotFoundError(f'--root {root!r} is not a directory')
+  _check_root(root)
   options = {'subset': subset} if subset else {}
   return open_source(name, root, split, mano_dir=mano_dir, **options)
 
@@ -193,8 +197,7 @@ def evaluate_freihand(path: str, root: str, out_dir: str, *, split: str = 'evalu
   predictions format keyed by the sample index (right hand). Writes
   report.json (summary keys freihand/...) and report.md; returns the summary."""
   t0 = time.time()
-  if not root or not os.path.isdir(root):
-    raise FileNotFoundError(f'--root {root!r} is not a directory')
+  _check_root(root)
   gt_xyz, gt_verts = freihand.read_gt(root, split)
   xyz, verts = _freihand_predictions(path, len(gt_xyz), load_hand_models(mano_dir))
   if len(xyz) != len(gt_xyz):
