@@ -8,7 +8,8 @@ Per image, DIR/<image name>/ gets hands.json (both hands' MANO parameters:
 axis-angle pose (48, flat_hand_mean=False, MANO's default), betas (10),
 transl (3, m) such that mano_jax.forward(model, pose, betas, transl) is the
 camera-space mesh; plus the wrist and 21 joints in InterHand order, m),
-right.obj / left.obj (camera space, m) and overlay.png.
+right.obj / left.obj (camera space, m) and overlay.png (the shaded meshes over
+the image, beside a side view of them).
 
 The crop: `--boxes` gives the right and the left hand's box in pixels (one
 "x,y,w,h;x,y,w,h" per image, in order); their union, extended by 1.3, is
@@ -164,8 +165,9 @@ def run(images: Sequence[str], checkpoint: str, out_dir: str, *,
       json.dump(rec, f, indent=1)
     for k, side in enumerate(SIDES):
       mano_jax.export_mesh(os.path.join(d, f'{side}.obj'), pred['verts'][i, k], models[k].faces)
-    draw.save_overlay(pixels[i], pred['verts'][i], batch['focal'][i], batch['princpt'][i],
-                      os.path.join(d, 'overlay.png'), f'{name} (red: right, blue: left)')
+    draw.save_figure(pixels[i], pred['verts'][i], [m.faces for m in models], batch['focal'][i],
+                     batch['princpt'][i], os.path.join(d, 'overlay.png'),
+                     f'{name} (red: right, blue: left)')
     records.append(rec)
   print(f'checkpoint {checkpoint} step {step} (load {t_load:.1f} s); '
         f'latency per image: stage 1 {1000 * t_stage1:.1f} ms'

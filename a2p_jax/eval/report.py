@@ -70,18 +70,50 @@ def joint_error_plot(res: Dict[str, np.ndarray], path: str, protocol: str = 'int
   img.save(path)
 
 
-def overlay(example: dict, verts: np.ndarray, path: str, title: str):
-  """Predicted meshes (2, V, 3) m projected on the example's image."""
-  draw.save_overlay(pipeline.load_image(example), verts, example['camera']['focal'],
-                    example['camera']['princpt'], path, title)
+def overlay(example: dict, verts: np.ndarray, path: str, title: str, faces=None):
+  """Predicted meshes (2, V, 3) m on the example's full image: shaded, with a
+  side view (`draw.save_figure`) given each hand's faces [(F, 3), (F, 3)];
+  projected vertex dots without them."""
+  cam = example['camera']
+  if faces is None:
+    draw.save_overlay(pipeline.load_image(example), verts, cam['focal'], cam['princpt'], path,
+                      title)
+  else:
+    draw.save_figure(pipeline.load_image(example), verts, faces, cam['focal'], cam['princpt'],
+                     path, title)
+
+
+def repair_figures(out_dir: str, examples: Sequence[dict], before_verts: np.ndarray,
+                   after_verts: np.ndarray, faces, *, titles: Optional[Sequence[str]] = None,
+                   limit: int = 8) -> list:
+  """figures/repair_<annot_id>.png for up to `limit` stage-2-repaired frames:
+  [before: image + side view | after: image + side view] under a title.
+
+  examples[i] (with 'camera' and its image) and before_verts[i] /
+  after_verts[i] (2, V, 3) m, stage 1's and the repaired meshes, one row per
+  repaired frame; faces: each hand's (F, 3). Returns the paths written."""
+  os.makedirs(os.path.join(out_dir, 'figures'), exist_ok=True)
+  paths = []
+  for i, ex in enumerate(list(examples)[:limit]):
+    image, cam = pipeline.load_image(ex), ex['camera']
+    panels = [draw.figure(image, v[i], faces, cam['focal'], cam['princpt'], label=name)
+              for v, name in ((before_verts, 'before stage 2'), (after_verts, 'after stage 2'))]
+    annot = int(ex.get('annot_id', i))
+    title = titles[i] if titles is not None else f'annotation {annot}: stage-2 repair'
+    paths.append(os.path.join(out_dir, 'figures', f'repair_{annot}.png'))
+    Image.fromarray(draw.titled(panels, title)).save(paths[-1])
+  return paths
 
 
 def write(out_dir: str, res: Dict[str, np.ndarray], meta: dict, *,
           examples: Optional[Sequence[dict]] = None,
-          predict: Optional[Callable[[Sequence[dict]], dict]] = None) -> Dict[str, float]:
+          predict: Optional[Callable[[Sequence[dict]], dict]] = None,
+          faces=None) -> Dict[str, float]:
   """Writes report.json, report.md, per_sample.npz and figures/; returns the
-  summary. With `examples` and `predict`, overlays of the best, median and
-  worst samples (by InterWild MPJPE) are drawn."""
+  summary. With `examples` and `predict`, figures of the best, median and
+  worst samples (by InterWild MPJPE) are drawn: shaded meshes and a side
+  view given `faces` (each hand's (F, 3), e.g. [m.faces for m in models]),
+  vertex dots without."""
   os.makedirs(os.path.join(out_dir, 'figures'), exist_ok=True)
   summary = metrics.summarize(res)
   doc = {'summary': summary, 'protocols': list(metrics.PROTOCOLS), **meta}
@@ -106,5 +138,6 @@ def write(out_dir: str, res: Dict[str, np.ndarray], meta: dict, *,
         for j, (name, i) in enumerate(picks.items()):
           overlay(examples[i], pred['verts'][j],
                   os.path.join(out_dir, 'figures', f'{name}.png'),
-                  f'{name}: annotation {int(res["annot_id"][i])}, MPJPE {per[i]:.1f} mm')
+                  f'{name}: annotation {int(res["annot_id"][i])}, MPJPE {per[i]:.1f} mm',
+                  faces)
   return summary
