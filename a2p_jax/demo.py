@@ -28,9 +28,12 @@ from a2p_jax.train import stage1, stage2
 
 
 def _headline(rows) -> str:
+  # InterWild's protocol, then IntagHand's, then A2P's plausibility columns
+  # (report.KEY_TABLE says which paper column each reproduces).
   cols = (('MRRPE', 'mrrpe'), ('MPJPE', 'interwild/mpjpe_all'), ('MPVPE', 'interwild/mpvpe_all'),
           ('IH-MPJPE', 'interwild/mpjpe_ih'), ('SH-MPJPE', 'interwild/mpjpe_sh'),
-          ('MPJPE (intaghand)', 'intaghand/mpjpe_all'), ('PenVol cm^3', 'penvol_cm3'),
+          ('RRVE', 'rrve'), ('IntagHand MPJPE', 'intaghand/mpjpe'),
+          ('IntagHand MPVPE', 'intaghand/mpvpe'), ('PenVol cm^3', 'penvol_cm3'),
           ('PenDist cm', 'pendist_cm'))
   out = ['| model | ' + ' | '.join(c for c, _ in cols) + ' |',
          '|---|' + '---:|' * len(cols)]

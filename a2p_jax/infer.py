@@ -37,7 +37,7 @@ from PIL import Image
 import mano_jax
 from a2p_jax.inference import draw
 from a2p_jax.inference.restore import check_outside_runs
-from a2p_jax.inference.stage1 import augment_config, crop_inputs, load_stage1
+from a2p_jax.inference.stage1 import augment_config, crop_inputs, load_stage1, mano_joints
 from a2p_jax.inference.stage2 import apply_stage2, load_repair
 from a2p_jax.runtime.checkpoint import CheckpointError
 
@@ -145,9 +145,10 @@ def run(images: Sequence[str], checkpoint: str, out_dir: str, *,
     img_boxes = None
     if parsed is not None:  # user boxes (x, y, w, h) -> (x_min, y_min, x_max, y_max)
       img_boxes = np.stack([np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], -1) for b in parsed])
-    apply_stage2(pred, fix, models, batch, img_boxes)  # compile
+    apply_stage2(pred, fix, models, batch, img_boxes, joints=mano_joints(config))  # compile
     t0 = time.perf_counter()
-    pred, repaired = apply_stage2(pred, fix, models, batch, img_boxes)
+    pred, repaired = apply_stage2(pred, fix, models, batch, img_boxes,
+                                  joints=mano_joints(config))
     t_stage2 = (time.perf_counter() - t0) / len(images)
   records = []
   names = [os.path.splitext(os.path.basename(p))[0] for p in images]

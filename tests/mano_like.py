@@ -24,3 +24,29 @@ def mano_like_hand(model, side: str = 'right'):
 def mano_like(models):
   """(right, left) moved like MANO's."""
   return mano_like_hand(models[0], 'right'), mano_like_hand(models[1], 'left')
+
+
+MANO_NUM_VERTICES = 778
+
+
+def mano_sized(model):
+  """The procedural hand cut to MANO's 778 vertices (its regressor's
+  vertices kept, rows renormalised; faces among the kept vertices), so that
+  the protocols' MANO vertex ids (fingertips 745, 317, 444/445, ...) apply
+  to it. NOT MANO: only for tests of code that switches on the vertex count."""
+  jr = np.asarray(model.J_regressor, np.float64)
+  nv = jr.shape[1]
+  support = np.flatnonzero(np.abs(jr).sum(0) > 0)
+  rest = np.setdiff1d(np.arange(nv), support)
+  keep = np.sort(np.concatenate([support, rest[:MANO_NUM_VERTICES - len(support)]]))
+  new_id = np.full(nv, -1)
+  new_id[keep] = np.arange(len(keep))
+  faces = new_id[np.asarray(model.faces)]
+  faces = faces[(faces >= 0).all(1)].astype(np.int32)
+  jr = jr[:, keep]
+  jr /= jr.sum(1, keepdims=True)
+  return model.replace(
+      v_template=np.asarray(model.v_template)[keep],
+      shapedirs=np.asarray(model.shapedirs)[keep], posedirs=np.asarray(model.posedirs)[keep],
+      J_regressor=jr, weights=np.asarray(model.weights)[keep], faces=faces,
+      tip_ids=(745, 317, 445, 556, 673))

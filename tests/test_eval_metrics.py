@@ -1,4 +1,5 @@
-"""Metrics against hand-computed values (both protocols, masks, subsets)."""
+"""Metrics against hand-computed values (both protocols, masks, subsets);
+tests/test_eval_protocols.py compares whole protocols with the peers' code."""
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ def _pair(right_off, left_off, scale=1.0):
 def test_interwild_is_translation_invariant_per_hand_and_exact():
   gt = _pair([0, 0, 0.5], [0.1, 0, 0.5])[None]
   pred = _pair([0.3, 0.2, 0.9], [-0.2, 0.1, 0.4])[None]   # each hand moved rigidly
-  res = metrics.per_sample(pred, gt, np.ones((1, 42)), np.array(['interacting']))
+  res = metrics.interwild_per_sample(pred, gt, np.ones((1, 42)), np.array(['interacting']))
   np.testing.assert_allclose(res['interwild/joint_err'], 0, atol=1e-9)
   # MRRPE: GT relative root (0.1, 0, 0); predicted (-0.5, -0.1, -0.5).
   want = np.linalg.norm(np.array([-0.5, -0.1, -0.5]) - [0.1, 0, 0]) * 1000
@@ -38,7 +39,7 @@ def test_interwild_counts_a_joint_only_with_its_wrist_and_averages_per_joint():
   valid = np.ones((3, 42))
   valid[2, metrics.WRIST] = 0
   ht = np.array(['right', 'right', 'interacting'])
-  res = metrics.per_sample(pred, gt, valid, ht)
+  res = metrics.interwild_per_sample(pred, gt, valid, ht)
   assert np.isnan(res['interwild/joint_err'][2, :21]).all()
   s = metrics.summarize(res)
   # SH: joint 0 mean (2+4)/2 = 3 mm, other joints 0, over the 42 joints
@@ -59,19 +60,29 @@ def test_intaghand_aligns_at_middle_mcp_and_rescales():
   gt = _pair([0, 0, 0.5], [0.1, 0, 0.5])[None]
   # A prediction twice as large and shifted: scale-and-translation aligned -> 0.
   pred = _pair([0.2, 0, 0.6], [0.4, 0.1, 0.7], scale=2.0)[None]
-  res = metrics.per_sample(pred, gt, np.ones((1, 42)), np.array(['interacting']))
+  res = metrics.intaghand_per_sample(pred, gt, [True])
   np.testing.assert_allclose(res['intaghand/joint_err'], 0, atol=1e-9)
   # InterWild does not rescale: its error is the size difference.
-  assert np.nanmax(res['interwild/joint_err']) > 100
-  # One right-hand joint 3 mm off after alignment -> right mean 3/21 mm,
-  # left 0, all = mean of the two hands.
-  pred2 = gt.copy()
+  iw = metrics.interwild_per_sample(pred, gt, np.ones((1, 42)), np.array(['interacting']))
+  assert np.nanmax(iw['interwild/joint_err']) > 100
+  # One right-hand joint 3 mm off after alignment, in one of two frames:
+  # right = mean over 2 frames x 21 joints, left 0, all = mean of the hands.
+  gt2 = np.concatenate([gt, gt])
+  pred2 = gt2.copy()
   pred2[0, 0] += [0.003, 0, 0]
-  s = metrics.summarize(metrics.per_sample(pred2, gt, np.ones((1, 42)),
-                                           np.array(['interacting'])))
-  np.testing.assert_allclose(s['intaghand/mpjpe_all_right'], 3.0 / 21)
-  np.testing.assert_allclose(s['intaghand/mpjpe_all_left'], 0, atol=1e-9)
-  np.testing.assert_allclose(s['intaghand/mpjpe_all'], 3.0 / 42)
+  res = metrics.intaghand_per_sample(pred2, gt2, [True, True])
+  res.update(metrics.interwild_per_sample(pred2, gt2, np.ones((2, 42)),
+                                          np.array(['interacting'] * 2)))
+  s = metrics.summarize(res)
+  np.testing.assert_allclose(s['intaghand/mpjpe_right'], 3.0 / 42)
+  np.testing.assert_allclose(s['intaghand/mpjpe_left'], 0, atol=1e-9)
+  np.testing.assert_allclose(s['intaghand/mpjpe'], 3.0 / 84)
+  assert s['count_intaghand'] == 2
+  # Frames outside IntagHand's selection do not count.
+  res.update(metrics.intaghand_per_sample(pred2, gt2, [False, True]))
+  s = metrics.summarize(res)
+  np.testing.assert_allclose(s['intaghand/mpjpe'], 0, atol=1e-9)
+  assert s['count_intaghand'] == 1
 
 
 def test_mpvpe_both_protocols_and_single_hand_frames():
@@ -81,7 +92,7 @@ def test_mpvpe_both_protocols_and_single_hand_frames():
   pv = gv.copy()
   pv[:, 0] += [0, 0, 0.004]          # right meshes 4 mm deeper, joints exact
   ht = np.array(['left', 'interacting'])
-  res = metrics.per_sample(gt_j, gt_j, np.ones((2, 42)), ht, pred_verts=pv, gt_verts=gv)
+  res = metrics.interwild_per_sample(gt_j, gt_j, np.ones((2, 42)), ht, pred_verts=pv, gt_verts=gv)
   # InterWild aligns meshes at the joints' wrist (default): right meshes 4 mm off.
   assert np.isnan(res['interwild/vert_err'][0, 0])           # left-only frame
   np.testing.assert_allclose(res['interwild/vert_err'][0, 1], 0, atol=1e-9)
@@ -90,15 +101,22 @@ def test_mpvpe_both_protocols_and_single_hand_frames():
   np.testing.assert_allclose(s['interwild/mpvpe_sh'], 0, atol=1e-9)
   np.testing.assert_allclose(s['interwild/mpvpe_ih'], 2.0)
   np.testing.assert_allclose(s['interwild/mpvpe_all'], 4.0 / 3)
-  np.testing.assert_allclose(s['intaghand/mpvpe_ih'], 2.0)   # mean of right 4, left 0
+  # RRVE (interacting frame only): both wrist-aligned meshes, the left one
+  # placed by the relative roots (equal here): right 4 mm, left 0 -> 2 mm.
+  np.testing.assert_allclose(res['rrve'][1], 2.0, atol=1e-9)
+  assert np.isnan(res['rrve'][0])
+  ia = metrics.intaghand_per_sample(gt_j, gt_j, [False, True], pred_verts=pv, gt_verts=gv)
+  res.update(ia)
+  s = metrics.summarize(res)
+  np.testing.assert_allclose(s['intaghand/mpvpe'], 2.0)   # mean of right 4, left 0
 
 
 def test_bad_shapes_and_hand_types_are_named():
   with pytest.raises(ValueError, match='pred_joints'):
-    metrics.per_sample(np.zeros((1, 21, 3)), np.zeros((1, 42, 3)), np.ones((1, 42)),
+    metrics.interwild_per_sample(np.zeros((1, 21, 3)), np.zeros((1, 42, 3)), np.ones((1, 42)),
                        np.array(['right']))
   with pytest.raises(ValueError, match='hand_type'):
-    metrics.per_sample(np.zeros((1, 42, 3)), np.zeros((1, 42, 3)), np.ones((1, 42)),
+    metrics.interwild_per_sample(np.zeros((1, 42, 3)), np.zeros((1, 42, 3)), np.ones((1, 42)),
                        np.array(['both']))
 
 
@@ -115,7 +133,7 @@ def test_penetration_summary_on_interacting_frames():
   assert pen['penvol_cm3'][0] == 0 and pen['pendist_cm'][0] == 0
   assert pen['penvol_cm3'][1] > 1 and pen['close'][1]
   gt = np.zeros((3, 42, 3))
-  res = metrics.per_sample(gt, gt, np.ones((3, 42)),
+  res = metrics.interwild_per_sample(gt, gt, np.ones((3, 42)),
                            np.array(['interacting', 'interacting', 'right']))
   res.update(pen)
   s = metrics.summarize(res)
@@ -129,7 +147,7 @@ def test_interwild_xy_and_z_split_of_the_joint_error():
   gt = _pair([0, 0, 0.5], [0.1, 0, 0.5])[None]
   pred = gt.copy()
   pred[0, 0] += [0.003, 0.004, 0.012]
-  res = metrics.per_sample(pred, gt, np.ones((1, 42)), np.array(['interacting']))
+  res = metrics.interwild_per_sample(pred, gt, np.ones((1, 42)), np.array(['interacting']))
   np.testing.assert_allclose(res['interwild/joint_err'][0, 0], 13.0)
   np.testing.assert_allclose(res['interwild/joint_err_xy'][0, 0], 5.0)
   np.testing.assert_allclose(res['interwild/joint_err_z'][0, 0], 12.0)

@@ -133,3 +133,24 @@ def test_masked_entries_do_not_count(data):
   np.testing.assert_allclose(m_clean['loss_prior'],
                              np.mean(np.square(out['f_fae'] - out['f_p'])), rtol=1e-5)
   assert not np.any(g_clean['f_p']) and np.any(g_clean['f_fae'])
+
+
+def test_regressed_joints_are_interwilds_of_the_same_meshes(data):
+  """mano_joints='regressed': the meshes do not change; the joints are
+  J_regressor on the camera-space mesh + the tip vertices (float64 numpy
+  reference), and joints_rel is relative to that regressed wrist."""
+  from a2p_jax.eval import regress
+  batch, models, _ = data
+  out = _gt_predictions(batch, models)
+  kin = losses.mano_outputs(out, models, 'kinematic')
+  reg = losses.mano_outputs(out, models, 'regressed')
+  np.testing.assert_array_equal(np.asarray(reg['vertices']), np.asarray(kin['vertices']))
+  verts = np.asarray(reg['vertices'], np.float64)
+  want = np.concatenate([regress.mesh_joints(models[k], verts[:, k], regress.INTERWILD_TIPS)
+                         for k in range(2)], 1)
+  np.testing.assert_allclose(reg['joints_cam'], want, atol=2e-6)
+  wrists = want[:, [20, 41]].repeat(21, axis=1)
+  np.testing.assert_allclose(reg['joints_rel'], want - wrists, atol=2e-6)
+  assert np.abs(np.asarray(reg['joints_cam']) - np.asarray(kin['joints_cam'])).max() > 1e-4
+  with pytest.raises(ValueError, match='kinematic'):
+    losses.mano_outputs(out, models, 'mesh')

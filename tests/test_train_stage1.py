@@ -87,8 +87,10 @@ def test_eval_scores_the_checkpoint(trained, data, tmp_path):
   doc = json.load(open(tmp_path / 'eval' / 'report.json'))
   assert doc['step'] == 20 and doc['checkpoint'].endswith(os.path.join('checkpoints', '20'))
   assert doc['dataset'] == 'synthetic' and doc['protocols'] == ['interwild', 'intaghand']
-  for k in ('interwild/mpjpe_all', 'intaghand/mpjpe_all', 'mrrpe'):
+  for k in ('interwild/mpjpe_all', 'interwild/mpvpe_all', 'rrve', 'mrrpe'):
     assert np.isfinite(summary[k]) and summary[k] > 0, (k, summary)
+  if summary['count_intaghand']:
+    assert np.isfinite(summary['intaghand/mpjpe']) and summary['intaghand/mpjpe'] > 0
   for f in ('best.png', 'median.png', 'worst.png', 'joint_error.png'):
     assert os.path.getsize(tmp_path / 'eval' / 'figures' / f) > 0
   # A corrupted newest checkpoint is an error for eval (no silent fallback).

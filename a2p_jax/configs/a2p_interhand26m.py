@@ -52,6 +52,7 @@ def get_config(arg=None):
   c.model.num_heads = 8
   c.model.mlp_dim = 1024
   c.model.dropout = 0.1             # ours
+  c.model.mano_joints = 'regressed'  # InterWild: joint_cam = sh_joint_regressor @ mesh_cam
   # Projection (models/stage1.py): 3x3 conv, GELU, 1x1 conv to prior_dim (ours).
   for term in c.loss:                # ours, every term 1: InterWild sums its L1 terms unweighted
     c.loss[term] = 1.0

@@ -63,6 +63,10 @@ def base() -> ml_collections.ConfigDict:
   # init; read when a run starts, never on resume (docs/manual.md, stage 1).
   c.model.encoder_init = ''
   c.model.fae_init = ''
+  # The predicted joints the losses and outputs use: 'regressed' = MANO's J_regressor on the
+  # posed mesh + fingertip vertices (InterWild trains and every protocol scores these);
+  # 'kinematic' = the 16 forward-kinematics joints + tips. The meshes are the same either way.
+  c.model.mano_joints = 'regressed'
 
   c.loss = ml_collections.ConfigDict()
   c.loss.mano_pose = 1.0

@@ -14,6 +14,9 @@ annotation of data.json (one camera view of one frame):
                  pinky, wrist last)
   joint_valid    (42,) float32, data.json's as is (the wrist-validity rule of
                  the official loader is the pipeline's job)
+  joint_valid_3d (42,) float32, joint_3d.json's joint_valid of the frame
+                 (InterWild's evaluation skips frames where it is all 0 and
+                 reads the joints it marks invalid as 1 mm)
   hand_type      'right' | 'left' | 'interacting';  hand_type_valid int 0/1
   bbox           (4,) float64 [x, y, w, h] px, data.json's
   camera         {'focal' (2,), 'princpt' (2,)} float64 px
@@ -63,7 +66,7 @@ SIDES = ('right', 'left')
 NUM_JOINTS = 42
 MANO_SIZES = (('pose', 48), ('shape', 10), ('trans', 3))
 _MANO_DIM = sum(n for _, n in MANO_SIZES)
-_INDEX_VERSION = 1
+_INDEX_VERSION = 2  # 2: + frame_joint_valid (joint_3d.json's joint_valid)
 _FILES = ('data', 'camera', 'joint_3d', 'MANO_NeuralAnnot')
 
 
@@ -389,9 +392,11 @@ def _stream_captures(path, needed, progress, *, required):
 
 
 def _read_joint_3d(path, frames_by_cap, n_frames, progress):
-  """joint_3d.json -> world joints (F, 42, 3) mm of the needed frames."""
+  """joint_3d.json -> world joints (F, 42, 3) mm and their joint_valid (F, 42)
+  of the needed frames."""
   name = os.path.basename(path)
   world = np.zeros((n_frames, NUM_JOINTS, 3))
+  valid = np.zeros((n_frames, NUM_JOINTS), np.float32)
   for cap, frames in _stream_captures(path, frames_by_cap, progress, required=True):
     for fid, row in zip(*frames_by_cap[cap]):
       entry = frames.get(str(fid))
@@ -401,7 +406,9 @@ def _read_joint_3d(path, frames_by_cap, n_frames, progress):
       where = f'[{cap!r}][{str(fid)!r}]'
       world[row] = _floats(_field(entry, 'world_coord', name, where), (NUM_JOINTS, 3),
                            name, where + "['world_coord']")
-  return world
+      valid[row] = _numbers(_field(entry, 'joint_valid', name, where), NUM_JOINTS, name,
+                            where + "['joint_valid']")
+  return world, valid
 
 
 def _read_mano(path, frames_by_cap, n_frames, progress):
@@ -442,13 +449,15 @@ def build_index(root: str, split: str, *, progress: bool = True) -> dict:
   cam_keys, images['cam_row'] = _unique_rows(np.stack([images['capture'], images['camera']], -1))
   cams = _read_cameras(files['camera'], cam_keys, names)
   frames_by_cap = _frames_by_capture(frame_keys, names)
-  world = _read_joint_3d(files['joint_3d'], frames_by_cap, len(frame_keys), progress)
+  world, world_valid = _read_joint_3d(files['joint_3d'], frames_by_cap, len(frame_keys),
+                                      progress)
   mano, mano_valid = _read_mano(files['MANO_NeuralAnnot'], frames_by_cap, len(frame_keys),
                                 progress)
   arrays = {f'image_{k}': v for k, v in images.items()}
   arrays.update({f'annot_{k}': v for k, v in annots.items()})
   arrays.update({f'cam_{k}': v for k, v in cams.items()})
-  arrays.update(frame_world=world, frame_mano=mano, frame_mano_valid=mano_valid)
+  arrays.update(frame_world=world, frame_joint_valid=world_valid, frame_mano=mano,
+                frame_mano_valid=mano_valid)
   return {'arrays': arrays, 'names': names}
 
 
@@ -747,6 +756,7 @@ class InterHand26M(MappedIndex):
         'image_path': os.path.join(self._image_dir, _file_name(a, img)),
         'joints_cam': cam_lib.world_to_camera(a['frame_world'][frame], campos, camrot),
         'joint_valid': np.array(a['annot_joint_valid'][row]),
+        'joint_valid_3d': np.array(a['frame_joint_valid'][frame]),
         'hand_type': HAND_TYPES[int(a['annot_hand_type'][row])],
         'hand_type_valid': int(a['annot_hand_type_valid'][row]),
         'bbox': np.array(a['annot_bbox'][row]),

@@ -38,14 +38,13 @@ from typing import Dict, Tuple
 import numpy as np
 from scipy.spatial import cKDTree
 
-from mano_jax import joints as joints_lib
 from a2p_jax.data import freihand as fh_data
+from a2p_jax.eval import regress
 from a2p_jax.eval.predictions import PredictionsError, _array, _check_units
 
 # FreiHAND's fingertip vertices on MANO's 778-vertex mesh, thumb..pinky
 # (lmb-freiburg/freihand utils/model.py _calc_coords, utils/mano_utils.py).
-TIP_VERTICES = (744, 320, 443, 555, 672)
-MANO_NUM_VERTICES = 778
+TIP_VERTICES = regress.FREIHAND_TIPS
 
 F_THRESHOLDS_M = (0.005, 0.015)
 AUC_THRESHOLDS_M = np.linspace(0.0, 0.05, 100)
@@ -104,19 +103,15 @@ def mesh_joints(model, verts) -> np.ndarray:
   order (wrist, then thumb..pinky, base to tip; mano_jax's 'openpose').
 
   As the toolbox makes its annotations: the 16 rows of MANO's J_regressor on
-  the posed mesh plus the fingertip vertices TIP_VERTICES (not mano_jax's
+  the posed mesh plus the fingertip vertices TIP_VERTICES (not InterWild's
   745, 317, 445, 556, 673). A mesh of another size (the procedural hand, NOT
   MANO) takes the model's own tip_ids. Score a mesh-based prediction (MANO
   parameters, a checkpoint) with these, as FreiHAND's ground truth is.
   """
   verts = np.asarray(verts, np.float64)
-  reg = np.asarray(model.J_regressor, np.float64)
-  if verts.ndim != 3 or verts.shape[1:] != (reg.shape[1], 3):
-    raise ValueError(f'mesh_joints: verts must be (n, {reg.shape[1]}, 3), got {verts.shape}')
-  tips = TIP_VERTICES if reg.shape[1] == MANO_NUM_VERTICES else tuple(model.tip_ids)
-  mano21 = np.concatenate([np.einsum('jv,nvc->njc', reg, verts),
-                           verts[:, np.asarray(tips, np.int64)]], 1)
-  return np.asarray(joints_lib.reorder(mano21, 'openpose'))
+  if verts.ndim != 3:
+    raise ValueError(f'mesh_joints: verts must be (n, V, 3), got {verts.shape}')
+  return regress.mesh_joints(model, verts, TIP_VERTICES, order='openpose')
 
 
 def _check(name, x, points=None):

@@ -1,28 +1,33 @@
-"""Two-hand reconstruction metrics under the two protocols papers use.
+"""Two-hand reconstruction metrics, as the published protocols compute them.
 
 Inputs are in metres, camera space, InterHand2.6M joint order (right hand
 rows 0-20, left 21-41; per hand thumb4..1, index4..1, middle4..1,
 ring4..1, pinky4..1, wrist). Outputs are in mm. Everything is float64
-numpy; `per_sample(...)` keeps per-sample, per-joint errors (NaN where a
-value does not count) so any subset can be re-scored with `summarize`.
+numpy; the per-sample functions keep per-sample, per-joint errors (NaN
+where a value does not count) so any subset can be re-scored with
+`summarize`. Which frames and joints count, and which joints are compared
+(regressed from meshes, `a2p_jax.eval.regress`), is decided by the caller
+(`a2p_jax.eval.evaluate.ground_truth` / `score`); these functions only do
+the arithmetic of each protocol.
 
-Protocols:
-
-- `interwild` (InterWild's InterHand2.6M evaluation): each hand aligned
-  at its own wrist (joints at the wrist joint, meshes at the wrist
-  regressed from the mesh); a GT joint counts when it is valid AND its
-  hand's wrist is valid. MPJPE-SH / -IH: the mean over the 42 joints of
-  each joint's mean error over single-hand / interacting frames; MPJPE-all:
-  the mean of those 84 per-joint means (SH and IH lists concatenated, as
-  InterWild prints it). MPVPE: one value per present hand per frame
-  (single-hand frames: the annotated hand only; interacting frames: each
-  hand with a GT mesh), SH/IH/all = means over those values.
-- `intaghand` (IntagHand/ACR/4DHands): each hand aligned at its middle
-  MCP, the prediction rescaled by the GT middle-MCP-to-wrist length over
-  the predicted one; per hand, the mean over its valid joints (vertices);
-  frames' means per hand, and "all" = mean of the left and right values.
-- MRRPE: |(pred left wrist - pred right wrist) - (GT left - GT right)| in
-  mm, on frames where both GT wrists are valid.
+- `interwild_per_sample` (InterWild, data/InterHand26M/InterHand26M.py and
+  data/HIC/HIC.py `evaluate` + `print_eval_result`): each hand's joints
+  minus its wrist joint, each mesh minus the wrist regressed from it; a joint
+  counts where `joint_valid` and its hand's wrist are (InterWild's joint_trunc). MPJPE-SH / -IH: the
+  mean over the 42 joints of each joint's mean error over single-hand /
+  interacting frames; MPJPE-all: the mean of those 84 per-joint means.
+  MPVPE: one value per counted hand per frame (single-hand frames: the
+  annotated hand, if it has a GT mesh; interacting frames: each hand with a
+  GT mesh); SH / IH / all = means over those values. MRRPE: |predicted
+  relative root - GT relative root| where `rel_root_valid`. RRVE (interacting
+  frames with both GT meshes): the mean over both hands' vertices of the
+  error of the wrist-aligned meshes with the left hand placed by each
+  relative root.
+- `intaghand_per_sample` (IntagHand, apps/eval_interhand.py): on the frames
+  given, joints and meshes minus the middle MCP, the prediction scaled by
+  the GT over the predicted wrist-to-middle-MCP length; per hand the mean
+  over frames x joints (vertices), no joint mask; reported as (left +
+  right) / 2.
 - PenVol (cm^3), PenDist (cm), ProxRatio (share of pairs closer than 1 cm,
   penetrating ones included) of the predicted meshes, on interacting
   frames: add `penetration_per_sample(...)`'s arrays to the per-sample dict.
@@ -45,63 +50,58 @@ def _hands(x):
   return x.reshape(x.shape[:-2] + (2, 21) + x.shape[-1:])
 
 
-def _check(name, x, shape_tail):
+def _check(name, x, shape_tail, n=None):
   x = np.asarray(x, np.float64)
-  if x.shape[1:] != tuple(shape_tail):
-    raise ValueError(f'{name}: expected shape (N, {", ".join(map(str, shape_tail))}), '
-                     f'got {x.shape}')
+  if x.shape[1:] != tuple(shape_tail) or (n is not None and len(x) != n):
+    want = ', '.join(map(str, ((n if n is not None else 'N'),) + tuple(shape_tail)))
+    raise ValueError(f'{name}: expected shape ({want}), got {x.shape}')
   return x
 
 
-def per_sample(pred_joints, gt_joints, joint_valid, hand_type, *, pred_verts=None,
-               gt_verts=None, gt_mano_valid=None, pred_mesh_wrist=None, gt_mesh_wrist=None,
-               pred_rel_root=None) -> Dict[str, np.ndarray]:
-  """Per-sample errors (mm) for both protocols.
-
-  pred_joints, gt_joints (N, 42, 3) m; joint_valid (N, 42); hand_type (N,)
-  of 'right' | 'left' | 'interacting'. Optional meshes: pred_verts,
-  gt_verts (N, 2, V, 3) m, gt_mano_valid (N, 2), and the wrists regressed
-  from each mesh (N, 2, 3) m for InterWild's mesh alignment (default: the
-  joints' wrists). pred_rel_root (N, 3) m (default: from pred_joints).
-  """
-  pj = _check('pred_joints', pred_joints, (42, 3))
-  gj = _check('gt_joints', gt_joints, (42, 3))
-  n = len(pj)
-  jv = np.asarray(joint_valid, np.float64).reshape(n, 42) > 0
+def _hand_types(hand_type, n):
   ht = np.asarray(hand_type)
   if ht.shape != (n,) or not np.isin(ht, HAND_TYPES).all():
-    raise ValueError(f'hand_type: expected (N,) of {HAND_TYPES}, got {ht[:5]}...')
+    raise ValueError(f'hand_type: expected ({n},) of {HAND_TYPES}, got {ht[:5]}...')
+  return ht
+
+
+def interwild_per_sample(pred_joints, gt_joints, joint_valid, hand_type, *, pred_verts=None,
+                         gt_verts=None, gt_mano_valid=None, pred_mesh_wrist=None,
+                         gt_mesh_wrist=None, pred_rel_root=None, gt_rel_root=None,
+                         rel_root_valid=None) -> Dict[str, np.ndarray]:
+  """Per-sample InterWild errors (mm).
+
+  pred_joints, gt_joints (N, 42, 3) m; joint_valid (N, 42): the joints that
+  count; hand_type (N,) of 'right' | 'left' | 'interacting'. Meshes:
+  pred_verts, gt_verts (N, 2, V, 3) m, gt_mano_valid (N, 2) (the GT mesh
+  exists), and the wrists regressed from each mesh (N, 2, 3) m (default:
+  the joints' wrists). pred_rel_root / gt_rel_root (N, 3) m: left minus
+  right root (default: from the joints); rel_root_valid (N,) (default: both
+  GT wrists valid).
+  """
+  pj = _check('pred_joints', pred_joints, (42, 3))
+  n = len(pj)
+  gj = _check('gt_joints', gt_joints, (42, 3), n)
+  jv = _check('joint_valid', np.reshape(joint_valid, (n, -1)), (42,), n) > 0
+  ht = _hand_types(hand_type, n)
   ph, gh, vh = _hands(pj), _hands(gj), jv.reshape(n, 2, 21)
-  wrist_ok = vh[:, :, WRIST]                                      # (N, 2)
+  vh = vh & vh[:, :, WRIST:WRIST + 1]     # InterWild: a hand's joints count with its wrist
   out = {'hand_type': ht, 'interacting': ht == 'interacting'}
 
-  # InterWild: wrist-aligned joints, a joint counts if it and its wrist do.
-  valid_iw = vh & wrist_ok[:, :, None]
   diff = (ph - ph[:, :, WRIST:WRIST + 1]) - (gh - gh[:, :, WRIST:WRIST + 1])
-  err = np.linalg.norm(diff, axis=-1)
-  out['interwild/joint_err'] = np.where(valid_iw, err * 1000, np.nan).reshape(n, 42)
+  out['interwild/joint_err'] = np.where(vh, np.linalg.norm(diff, axis=-1) * 1000,
+                                        np.nan).reshape(n, 42)
   # The same error in the image plane (x, y) and along the camera axis (z)
-  # (the paper's MPJPE-XY / MPJPE-Z ablation columns).
+  # (the A2P paper's MPJPE-XY / MPJPE-Z ablation columns).
   out['interwild/joint_err_xy'] = np.where(
-      valid_iw, np.linalg.norm(diff[..., :2], axis=-1) * 1000, np.nan).reshape(n, 42)
-  out['interwild/joint_err_z'] = np.where(valid_iw, np.abs(diff[..., 2]) * 1000,
+      vh, np.linalg.norm(diff[..., :2], axis=-1) * 1000, np.nan).reshape(n, 42)
+  out['interwild/joint_err_z'] = np.where(vh, np.abs(diff[..., 2]) * 1000,
                                           np.nan).reshape(n, 42)
 
-  # IntagHand: middle-MCP aligned, prediction rescaled to the GT bone length.
-  def bone(x):
-    return np.linalg.norm(x[:, :, MIDDLE_MCP] - x[:, :, WRIST], axis=-1)
-  valid_ia = vh & vh[:, :, MIDDLE_MCP:MIDDLE_MCP + 1] & wrist_ok[:, :, None]
-  scale = bone(gh) / np.maximum(bone(ph), 1e-12)                  # (N, 2)
-  pa = (ph - ph[:, :, MIDDLE_MCP:MIDDLE_MCP + 1]) * scale[:, :, None, None]
-  ga = gh - gh[:, :, MIDDLE_MCP:MIDDLE_MCP + 1]
-  err = np.linalg.norm(pa - ga, axis=-1)
-  out['intaghand/joint_err'] = np.where(valid_ia, err * 1000, np.nan).reshape(n, 42)
-
-  # MRRPE.
-  pr = (ph[:, 1, WRIST] - ph[:, 0, WRIST]) if pred_rel_root is None else \
-      _check('pred_rel_root', np.asarray(pred_rel_root).reshape(n, 1, 3), (1, 3))[:, 0]
-  gr = gh[:, 1, WRIST] - gh[:, 0, WRIST]
-  out['mrrpe'] = np.where(wrist_ok.all(1), np.linalg.norm(pr - gr, axis=-1) * 1000, np.nan)
+  pr = (ph[:, 1, WRIST] - ph[:, 0, WRIST]) if pred_rel_root is None else       _check('pred_rel_root', np.reshape(pred_rel_root, (n, 3)), (3,), n)
+  gr = (gh[:, 1, WRIST] - gh[:, 0, WRIST]) if gt_rel_root is None else       _check('gt_rel_root', np.reshape(gt_rel_root, (n, 3)), (3,), n)
+  rv = vh[:, :, WRIST].all(1) if rel_root_valid is None else       np.asarray(rel_root_valid, bool).reshape(n)
+  out['mrrpe'] = np.where(rv, np.linalg.norm(pr - gr, axis=-1) * 1000, np.nan)
 
   if pred_verts is not None:
     pv = np.asarray(pred_verts, np.float64)
@@ -113,15 +113,51 @@ def per_sample(pred_joints, gt_joints, joint_valid, hand_type, *, pred_verts=Non
         np.asarray(gt_mano_valid).reshape(n, 2) > 0
     pw = ph[:, :, WRIST] if pred_mesh_wrist is None else np.asarray(pred_mesh_wrist, np.float64)
     gw = gh[:, :, WRIST] if gt_mesh_wrist is None else np.asarray(gt_mesh_wrist, np.float64)
-    e = np.linalg.norm((pv - pw[:, :, None]) - (gv - gw[:, :, None]), axis=-1).mean(-1)
+    pa, ga = pv - pw[:, :, None], gv - gw[:, :, None]
+    e = np.linalg.norm(pa - ga, axis=-1).mean(-1)
     # Single-hand frames count only the annotated hand's mesh.
-    present = mv & np.stack([ht != 'left', ht != 'right'], 1)
-    out['interwild/vert_err'] = np.where(present, e * 1000, np.nan)
-    pva = (pv - ph[:, :, MIDDLE_MCP][:, :, None]) * scale[:, :, None, None]
-    gva = gv - gh[:, :, MIDDLE_MCP][:, :, None]
-    e = np.linalg.norm(pva - gva, axis=-1).mean(-1)
-    ok = present & valid_ia[:, :, WRIST]
-    out['intaghand/vert_err'] = np.where(ok, e * 1000, np.nan)
+    counted = mv & np.stack([ht != 'left', ht != 'right'], 1)
+    out['interwild/vert_err'] = np.where(counted, e * 1000, np.nan)
+    both = (ht == 'interacting') & mv.all(1)
+    pa[:, 1] += pr[:, None]
+    ga[:, 1] += gr[:, None]
+    rrve = np.linalg.norm(pa - ga, axis=-1).mean((1, 2))
+    out['rrve'] = np.where(both, rrve * 1000, np.nan)
+  return out
+
+
+def intaghand_per_sample(pred_joints, gt_joints, frames, *, pred_verts=None,
+                         gt_verts=None) -> Dict[str, np.ndarray]:
+  """Per-sample IntagHand errors (mm) on the `frames` (N,) bool it scores.
+
+  pred_joints, gt_joints (N, 42, 3) m: both regressed from meshes with
+  IntagHand's regressor (`regress.INTAGHAND_TIPS`); pred_verts, gt_verts
+  (N, 2, V, 3) m. Keys 'intaghand/joint_err' (N, 42) and
+  'intaghand/vert_err' (N, 2) (each hand's mean over its vertices), NaN
+  outside `frames`."""
+  pj = _check('pred_joints', pred_joints, (42, 3))
+  n = len(pj)
+  gj = _check('gt_joints', gt_joints, (42, 3), n)
+  sel = np.asarray(frames, bool).reshape(n)
+  ph, gh = _hands(pj), _hands(gj)
+
+  def length(x):
+    return np.linalg.norm(x[:, :, MIDDLE_MCP] - x[:, :, WRIST], axis=-1)
+
+  with np.errstate(divide='ignore', invalid='ignore'):
+    scale = (length(gh) / length(ph))[:, :, None, None]               # (N, 2, 1, 1)
+  proot, groot = ph[:, :, MIDDLE_MCP:MIDDLE_MCP + 1], gh[:, :, MIDDLE_MCP:MIDDLE_MCP + 1]
+  err = np.linalg.norm((ph - proot) * scale - (gh - groot), axis=-1)
+  out = {'intaghand/frame': sel,
+         'intaghand/joint_err': np.where(sel[:, None], err.reshape(n, 42) * 1000, np.nan)}
+  if pred_verts is not None:
+    pv = np.asarray(pred_verts, np.float64)
+    gv = np.asarray(gt_verts, np.float64)
+    if pv.ndim != 4 or pv.shape[:2] != (n, 2) or gv.shape != pv.shape:
+      raise ValueError(f'pred_verts/gt_verts: expected equal (N, 2, V, 3), got '
+                       f'{pv.shape} and {gv.shape}')
+    e = np.linalg.norm((pv - proot) * scale - (gv - groot), axis=-1).mean(-1)
+    out['intaghand/vert_err'] = np.where(sel[:, None], e * 1000, np.nan)
   return out
 
 
@@ -158,14 +194,20 @@ def _per_joint_means(err: np.ndarray) -> np.ndarray:
 
 
 def summarize(res: Dict[str, np.ndarray], mask: Optional[np.ndarray] = None) -> Dict[str, float]:
-  """Headline numbers (mm) from `per_sample` output, over the samples in
-  `mask` (default all). Keys: '<protocol>/mpjpe_{all,sh,ih}',
-  '<protocol>/mpvpe_{all,sh,ih}' (when meshes were given), 'mrrpe', counts."""
+  """Headline numbers (mm) from the per-sample output, over the samples in
+  `mask` (default all). Keys: 'interwild/mpjpe_{all,sh,ih}',
+  'interwild/mpjpe_{xy,z}_all', 'interwild/mpvpe_{all,sh,ih}', 'mrrpe',
+  'rrve' (with meshes), 'intaghand/mpjpe', 'intaghand/mpvpe' (+ _right,
+  _left), PenVol / PenDist / ProxRatio when given, and counts."""
   n = len(res['hand_type'])
   mask = np.ones(n, bool) if mask is None else np.asarray(mask, bool)
-  ih = res['interacting'] & mask
-  sh = ~res['interacting'] & mask
-  out = {'count': int(mask.sum()), 'count_ih': int(ih.sum()), 'count_sh': int(sh.sum())}
+  if 'interwild/frame' in res:
+    mask_iw = mask & res['interwild/frame']
+  else:
+    mask_iw = mask
+  ih = res['interacting'] & mask_iw
+  sh = ~res['interacting'] & mask_iw
+  out = {'count': int(mask_iw.sum()), 'count_ih': int(ih.sum()), 'count_sh': int(sh.sum())}
 
   je = res['interwild/joint_err']
   m_sh, m_ih = _per_joint_means(je[sh]), _per_joint_means(je[ih])
@@ -181,30 +223,29 @@ def summarize(res: Dict[str, np.ndarray], mask: Optional[np.ndarray] = None) -> 
     ve = res['interwild/vert_err']
     out['interwild/mpvpe_sh'] = _nanmean(ve[sh])
     out['interwild/mpvpe_ih'] = _nanmean(ve[ih])
-    out['interwild/mpvpe_all'] = _nanmean(ve[mask])
+    out['interwild/mpvpe_all'] = _nanmean(ve[mask_iw])
+    out['rrve'] = _nanmean(res['rrve'][mask_iw])
+    out['count_rrve'] = int(np.isfinite(res['rrve'][mask_iw]).sum())
+  out['mrrpe'] = _nanmean(res['mrrpe'][mask_iw])
+  out['count_mrrpe'] = int(np.isfinite(res['mrrpe'][mask_iw]).sum())
 
-  def hand_means(err, sel):
-    # Per frame and hand: mean over its valid joints; then mean over frames.
-    vals = []
-    for cols in (slice(0, 21), slice(21, 42)):
-      e = err[sel][:, cols]
-      cnt = np.isfinite(e).sum(-1)
-      per_frame = np.where(cnt > 0, np.nansum(e, -1) / np.maximum(cnt, 1), np.nan)
-      vals.append(_nanmean(per_frame))
-    return vals
+  if 'intaghand/joint_err' in res:
+    sel = mask & res['intaghand/frame']
+    out['count_intaghand'] = int(sel.sum())
+    for key, err in (('mpjpe', res['intaghand/joint_err'][sel].reshape(-1, 2, 21)),
+                     ('mpvpe', res.get('intaghand/vert_err'))):
+      if err is None:
+        continue
+      if key == 'mpvpe':
+        err = err[sel]
+      # IntagHand: per hand, the mean over all its frames x joints (vertices).
+      r, l = (float(err[:, k].mean()) if len(err) else float('nan') for k in (0, 1))
+      out[f'intaghand/{key}_right'], out[f'intaghand/{key}_left'] = r, l
+      out[f'intaghand/{key}'] = (r + l) / 2
 
-  for name, sel in (('all', mask), ('sh', sh), ('ih', ih)):
-    r, l = hand_means(res['intaghand/joint_err'], sel)
-    out[f'intaghand/mpjpe_{name}'] = _nanmean([r, l])
-    out[f'intaghand/mpjpe_{name}_right'], out[f'intaghand/mpjpe_{name}_left'] = r, l
-    if 'intaghand/vert_err' in res:
-      ve = res['intaghand/vert_err'][sel]
-      r, l = _nanmean(ve[:, 0]), _nanmean(ve[:, 1])
-      out[f'intaghand/mpvpe_{name}'] = _nanmean([r, l])
   if 'penvol_cm3' in res:  # penetration on interacting frames
-    out['penvol_cm3'] = _nanmean(res['penvol_cm3'][ih])
-    out['pendist_cm'] = _nanmean(res['pendist_cm'][ih])
-    out['prox_ratio'] = _nanmean(res['close'][ih].astype(np.float64))
-  out['mrrpe'] = _nanmean(res['mrrpe'][mask])
-  out['count_mrrpe'] = int(np.isfinite(res['mrrpe'][mask]).sum())
+    ih_all = res['interacting'] & mask
+    out['penvol_cm3'] = _nanmean(res['penvol_cm3'][ih_all])
+    out['pendist_cm'] = _nanmean(res['pendist_cm'][ih_all])
+    out['prox_ratio'] = _nanmean(res['close'][ih_all].astype(np.float64))
   return out

@@ -20,31 +20,68 @@ def _fmt(x, digits=2):
   return '-' if x is None or not np.isfinite(x) else f'{x:.{digits}f}'
 
 
+# Which paper column each report key reproduces (split/subset each paper used).
+KEY_TABLE = (
+    ('interwild/mpjpe_all, _sh, _ih', 'MPJPE all / single / interacting',
+     'InterWild (CVPR 2023) InterHand2.6M table; A2P Table 1 (MPJPE, SH-, IH-MPJPE)',
+     'InterHand2.6M test, human-annotated ids (aid_human_annot_test.txt); A2P: 5 fps test'),
+    ('interwild/mpvpe_all, _sh, _ih', 'MPVPE all / single / interacting',
+     'InterWild InterHand2.6M and HIC tables; A2P Table 1 (MPVPE)', 'as above; HIC test'),
+    ('mrrpe', 'MRRPE', 'InterWild InterHand2.6M and HIC tables; A2P Table 1',
+     'as above (HIC: interacting frames)'),
+    ('rrve', 'RRVE (right-hand-relative vertex error)', 'InterWild HIC table',
+     'interacting frames with both GT meshes'),
+    ('interwild/mpjpe_xy_all, _z_all', 'MPJPE-XY / MPJPE-Z', 'A2P Table 5 (ablation)',
+     'InterHand2.6M test'),
+    ('interwild/mpjpe_all on HIC', 'MPJPE (GT joints regressed from the GT meshes)',
+     "A2P's HIC MPJPE (InterWild's HIC code computes none)", 'HIC test'),
+    ('intaghand/mpjpe, intaghand/mpvpe', 'MPJPE / MPVPE, (left + right) / 2',
+     'IntagHand (CVPR 2022), ACR, 4DHands InterHand2.6M tables',
+     'InterHand2.6M v1.0_5fps test: interacting, hand_type_valid, both fits, not dark'),
+    ('penvol_cm3, pendist_cm, prox_ratio', 'PenVol / PenDist / ProxRatio',
+     'A2P Table 1 (plausibility)', 'interacting frames of the split scored'),
+)
+
+
+def key_table() -> str:
+  """The markdown table of KEY_TABLE (in every report.md and the README)."""
+  lines = ['| report key | number | paper column | split / subset |', '|---|---|---|---|']
+  lines += [f'| `{k}` | {what} | {paper} | {split} |' for k, what, paper, split in KEY_TABLE]
+  return '\n'.join(lines)
+
+
 def markdown(summary: Dict[str, float], meta: dict) -> str:
   s = summary
   lines = [f"# Evaluation: {meta.get('dataset', '?')} / {meta.get('split', '?')}", '',
-           f"Samples: {s['count']} ({s['count_sh']} single-hand, {s['count_ih']} "
-           f"interacting); MRRPE over {s['count_mrrpe']} frames with both wrists valid. "
-           'Errors in mm, PenVol in cm^3, PenDist in cm.', '']
+           f"Samples scored by InterWild's rules: {s['count']} ({s['count_sh']} single-hand, "
+           f"{s['count_ih']} interacting); MRRPE over {s['count_mrrpe']} frames; IntagHand's "
+           f"frames: {s.get('count_intaghand', 0)}. Errors in mm, PenVol in cm^3, PenDist in "
+           'cm.', '']
   if meta.get('checkpoint'):
     lines += [f"Checkpoint: `{meta['checkpoint']}`", '']
   if meta.get('predictions'):
     lines += [f"Predictions: `{meta['predictions']}`", '']
-  lines += ['| protocol | MRRPE | MPJPE | MPVPE | IH-MPJPE | SH-MPJPE | IH-MPVPE | SH-MPVPE |',
-            '|---|---:|---:|---:|---:|---:|---:|---:|']
-  for p in metrics.PROTOCOLS:
-    lines.append(f"| {p} | {_fmt(s['mrrpe'])} | {_fmt(s.get(p + '/mpjpe_all'))} | "
-                 f"{_fmt(s.get(p + '/mpvpe_all'))} | {_fmt(s.get(p + '/mpjpe_ih'))} | "
-                 f"{_fmt(s.get(p + '/mpjpe_sh'))} | {_fmt(s.get(p + '/mpvpe_ih'))} | "
-                 f"{_fmt(s.get(p + '/mpvpe_sh'))} |")
+  lines += ['InterWild protocol (each hand at its wrist; joints regressed from the predicted '
+            'mesh; all = mean of the SH and IH per-joint means):', '',
+            '| MRRPE | MPJPE | MPVPE | IH-MPJPE | SH-MPJPE | IH-MPVPE | SH-MPVPE | RRVE |',
+            '|---:|---:|---:|---:|---:|---:|---:|---:|',
+            f"| {_fmt(s['mrrpe'])} | {_fmt(s.get('interwild/mpjpe_all'))} | "
+            f"{_fmt(s.get('interwild/mpvpe_all'))} | {_fmt(s.get('interwild/mpjpe_ih'))} | "
+            f"{_fmt(s.get('interwild/mpjpe_sh'))} | {_fmt(s.get('interwild/mpvpe_ih'))} | "
+            f"{_fmt(s.get('interwild/mpvpe_sh'))} | {_fmt(s.get('rrve'))} |", '',
+            'IntagHand protocol (joints of both regressed from meshes, aligned at the middle '
+            'MCP, prediction scaled by the wrist-to-middle-MCP length; its frames only):', '',
+            '| MPJPE | MPVPE | MPJPE right | MPJPE left | MPVPE right | MPVPE left |',
+            '|---:|---:|---:|---:|---:|---:|',
+            f"| {_fmt(s.get('intaghand/mpjpe'))} | {_fmt(s.get('intaghand/mpvpe'))} | "
+            f"{_fmt(s.get('intaghand/mpjpe_right'))} | {_fmt(s.get('intaghand/mpjpe_left'))} | "
+            f"{_fmt(s.get('intaghand/mpvpe_right'))} | {_fmt(s.get('intaghand/mpvpe_left'))} |"]
   if 'penvol_cm3' in s:
     lines += ['', '| interacting frames | PenVol (cm^3) | PenDist (cm) | ProxRatio |',
               '|---|---:|---:|---:|',
               f"| predictions | {_fmt(s['penvol_cm3'], 3)} | {_fmt(s['pendist_cm'], 3)} | "
               f"{_fmt(s['prox_ratio'], 3)} |"]
-  lines += ['', 'interwild: each hand aligned at its wrist; all = mean of the SH and IH '
-            'per-joint means (InterWild). intaghand: aligned at the middle MCP, prediction '
-            'rescaled by the GT middle-MCP-to-wrist length; all = mean of left and right.', '']
+  lines += ['', 'Which number is which:', '', key_table(), '']
   return '\n'.join(lines)
 
 

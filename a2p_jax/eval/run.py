@@ -15,8 +15,11 @@ from a2p_jax.data.hands import load_hand_models
 from a2p_jax.eval import evaluate, freihand, report
 from a2p_jax.eval.predictions import Predictions, PredictionsError
 from a2p_jax.inference.restore import check_outside_runs
-from a2p_jax.inference.stage1 import augment_config, eval_batch, load_stage1
+from a2p_jax.inference.stage1 import augment_config, eval_batch, load_stage1, mano_joints
 from a2p_jax.inference.stage2 import apply_stage2, load_repair
+
+
+REPAIR_FIGURES = 8
 
 
 def _check_root(root):
@@ -33,8 +36,14 @@ def dataset(name: str, root: str, split: str, *, mano_dir: Optional[str] = None,
   return open_source(name, root, split, mano_dir=mano_dir, **options)
 
 
-def _write_report(out_dir, res, meta, ds, predict) -> dict:
-  summary = report.write(out_dir, res, meta, examples=ds, predict=predict)
+def rules_of(name: str) -> str:
+  """Which ground-truth rules (evaluate.RULES) score a data set."""
+  return 'hic' if name == 'hic' else 'interhand26m'
+
+
+def _write_report(out_dir, res, meta, ds, predict, models) -> dict:
+  summary = report.write(out_dir, res, meta, examples=ds, predict=predict,
+                         faces=[np.asarray(m.faces) for m in models])
   print(open(os.path.join(out_dir, 'report.md')).read())
   print(f'wrote {out_dir}/report.json, report.md, per_sample.npz, figures/')
   return summary
@@ -57,15 +66,16 @@ def evaluate_predictions(path: str, name: str, root: str, split: str, out_dir: s
                            f'({len(missing)} of {len(ids)} ids of {name}/{split} missing)')
 
   def predict(exs):
-    gt = evaluate.ground_truth(exs, models)
-    preds.check_covers(gt['annot_id'], gt['mano_valid'])
+    gt = evaluate.ground_truth(exs, models, rules=rules_of(name), check_dark=False)
+    preds.check_covers(gt['annot_id'], gt['has_mesh'])
     return preds.hands([e['annot_id'] for e in exs], models)
 
-  res = evaluate.score(ds, predict, models, chunk=chunk, penetration=penetration)
+  res = evaluate.score(ds, predict, models, rules=rules_of(name), chunk=chunk,
+                       penetration=penetration)
   meta = {'dataset': name, 'split': split, 'root': os.path.abspath(root), 'subset': subset,
           'predictions': os.path.abspath(path), 'mano': mano_dir or 'procedural (NOT MANO)',
           'seconds': round(time.time() - t0, 1)}
-  return _write_report(out_dir, res, meta, ds, predict)
+  return _write_report(out_dir, res, meta, ds, predict, models)
 
 
 def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[str] = None,
@@ -98,6 +108,9 @@ def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[st
     ds = [ds[i] for i in range(min(limit, len(ds)))]
   cfg = augment_config(config)
   repair_fn, cfg2, gated_total = None, None, [0]
+  # Repaired frames drawn before | after stage 2 (the first few), recorded
+  # while scoring only (report.write calls predict again for its figures).
+  repaired, recording = [], [True]
   join = None
   if priors:
     store = teacher_lib.open_store(priors)
@@ -115,11 +128,17 @@ def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[st
     batch = eval_batch(exs, cfg, models, join)
     pred = predict_batch(batch)
     if repair_fn is not None:
-      pred, gated = apply_stage2(pred, repair_fn, models, batch)
+      before = pred['verts']
+      pred, gated = apply_stage2(pred, repair_fn, models, batch, joints=mano_joints(config))
       gated_total[0] += int(gated.sum())
+      if recording[0]:
+        for i in np.flatnonzero(gated)[:REPAIR_FIGURES - len(repaired)]:
+          repaired.append((exs[i], before[i], pred['verts'][i]))
     return pred
 
-  res = evaluate.score(ds, predict, models, chunk=chunk, penetration=penetration)
+  res = evaluate.score(ds, predict, models, rules=rules_of(name), chunk=chunk,
+                       penetration=penetration)
+  recording[0] = False
   meta = {'dataset': name, 'split': split, 'root': os.path.abspath(root), 'subset': subset,
           'checkpoint': os.path.abspath(os.path.join(workdir, 'checkpoints', str(step))),
           'step': int(step), 'mano': mano_dir or 'procedural (NOT MANO)',
@@ -128,7 +147,14 @@ def evaluate_checkpoint(workdir: str, out_dir: str, *, dataset_name: Optional[st
           'stage2_sampling': dict(cfg2.sampling) if stage2 else None,
           'teacher_priors_at_inference': os.path.abspath(priors) if priors else None,
           'seconds': round(time.time() - t0, 1)}
-  return _write_report(out_dir, res, meta, ds, predict)
+  summary = _write_report(out_dir, res, meta, ds, predict, models)
+  if repaired:
+    paths = report.repair_figures(out_dir, [r[0] for r in repaired],
+                                  np.stack([r[1] for r in repaired]),
+                                  np.stack([r[2] for r in repaired]),
+                                  [np.asarray(m.faces) for m in models])
+    print(f'repaired frames before | after stage 2: {len(paths)} figures in {out_dir}/figures/')
+  return summary
 
 
 def _is_freihand_pred_json(path: str) -> bool:

@@ -33,12 +33,13 @@ def augment_config(config) -> pipeline.AugmentConfig:
                                 flip_prob=a.aug_flip_prob, color=a.aug_color)
 
 
-def make_forward(graphdef):
+def make_forward(graphdef, joints: str = 'kinematic'):
   """Jitted eval-mode forward `forward(model_state, images_u8, priors, affine,
   focal, princpt, mano)` -> {'joints' (B, 42, 3) and 'verts' (B, 2, V, 3)
   camera space, 'rel_root', 'pose_6d', 'betas', 'root_cam'}. `graphdef` and
   `model_state` are the Stage1 model's (nnx.split(model)). priors None:
-  the inference path (F_fae); teacher maps: F_p."""
+  the inference path (F_fae); teacher maps: F_p. `joints`: the model's
+  config.model.mano_joints (losses.mano_outputs)."""
 
   @jax.jit
   def forward(model_state, images_u8, priors, affine, focal, princpt, mano):
@@ -46,11 +47,16 @@ def make_forward(graphdef):
     model.eval()
     out = model(normalize_images(images_u8), priors, affine=affine, focal=focal,
                 princpt=princpt)
-    mesh = losses_lib.mano_outputs(out, mano)
+    mesh = losses_lib.mano_outputs(out, mano, joints)
     return {'joints': mesh['joints_cam'], 'verts': mesh['vertices'], 'rel_root': out['rel_root'],
             'pose_6d': out['pose_6d'], 'betas': out['betas'], 'root_cam': out['root_cam']}
 
   return forward
+
+
+def mano_joints(config) -> str:
+  """The stage-1 config's joints ('kinematic' for runs from before the field)."""
+  return config.model.get('mano_joints', 'kinematic')
 
 
 def _build(config, meta):
@@ -77,7 +83,7 @@ def load_stage1(workdir: str, *, step: Optional[int] = None, mano_dir: Optional[
   state = jax.device_put(r.state, replicated)
   data_sharding = shard_lib.batch_sharding(mesh)
   n_dev = mesh.devices.size
-  forward = make_forward(r.graphdef)
+  forward = make_forward(r.graphdef, mano_joints(config))
   size = max(int(config.get('eval_batch_size', 32)) // n_dev, 1) * n_dev
 
   def predict(batch):

@@ -49,13 +49,15 @@ def load_repair(workdir: str, *, step: Optional[int] = None, mano_dir=None, samp
   return repair_lib.make_repair(graphdef, model_state, stats, models, config), config
 
 
-def apply_stage2(pred: dict, repair_fn, models, batch: dict, boxes=None, *, seed: int = 0):
+def apply_stage2(pred: dict, repair_fn, models, batch: dict, boxes=None, *, seed: int = 0,
+                 joints: str = 'kinematic'):
   """Stage-2 repair of stage-1 predictions (numpy dicts of `load_stage1`'s
   predict). `boxes` (n, 2, 4) x_min, y_min, x_max, y_max px in the source
   image, right then left (detector or user boxes); None: each hand's
   projected predicted mesh. Returns (pred with repaired params, joints,
   meshes and rel_root, gated (n,) bool); the repaired rel_root is stage
-  1's plus the repair's change of the left-minus-right root."""
+  1's plus the repair's change of the left-minus-right root. `joints`: the
+  stage-1 model's (`stage1.mano_joints(config)`)."""
   params = {k: np.asarray(pred[k], np.float32) for k in repair_lib.KEYS}
   if boxes is None:
     boxes = np.asarray(repair_lib.boxes_from_params(params, models,
@@ -63,7 +65,7 @@ def apply_stage2(pred: dict, repair_fn, models, batch: dict, boxes=None, *, seed
                                                     np.asarray(batch['princpt'], np.float32)))
   fixed, info = repair_fn(params, np.asarray(boxes, np.float32), jax.random.key(seed))
   gated = np.asarray(info['gated'])
-  mesh = losses_lib.mano_outputs({k: fixed[k] for k in repair_lib.KEYS}, models)
+  mesh = losses_lib.mano_outputs({k: fixed[k] for k in repair_lib.KEYS}, models, joints)
   out = dict(pred)
   for k in repair_lib.KEYS:
     out[k] = np.asarray(fixed[k], np.float64)

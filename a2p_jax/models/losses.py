@@ -34,33 +34,43 @@ def _clean(target, mask, fill=0.0):
   return jnp.where(m, target, jnp.asarray(fill, target.dtype))
 
 
-def mano_outputs(out, mano_models):
+MANO_JOINTS = ('kinematic', 'regressed')
+
+
+def mano_outputs(out, mano_models, joints: str = 'kinematic'):
   """Predicted MANO meshes in camera space.
 
   out: Stage1 outputs ('pose_6d' (B, 2, 16, 6), 'betas' (B, 2, 10),
-  'root_cam' (B, 2, 3)); mano_models: (right, left) ManoModel.
-  Returns {'joints_rel' (B, 42, 3) m relative to each hand's wrist,
+  'root_cam' (B, 2, 3)); mano_models: (right, left) ManoModel. `joints`:
+  'kinematic' (the 16 forward-kinematics joints + tips) or 'regressed'
+  (J_regressor on the posed mesh + tips: InterWild's joints, what the
+  evaluation scores). Either way each mesh is placed with its kinematic
+  wrist at root_cam, so the meshes do not depend on `joints`.
+  Returns {'joints_rel' (B, 42, 3) m relative to each hand's wrist joint,
   'joints_cam' (B, 42, 3), 'vertices' (B, 2, V, 3) camera space}.
   """
-  joints_rel, verts = [], []
+  if joints not in MANO_JOINTS:
+    raise ValueError(f'mano joints must be one of {MANO_JOINTS}, got {joints!r}')
+  joints_cam, verts = [], []
   for k, model in enumerate(mano_models):
     fw = mano_jax.forward(model, out['pose_6d'][:, k], out['betas'][:, k],
-                          pose_repr='rot6d', joint_order='interhand')
-    root = fw.joints[:, WRIST:WRIST + 1]
-    joints_rel.append(fw.joints - root)
-    verts.append(fw.vertices - root + out['root_cam'][:, k, None])
-  joints_rel = jnp.concatenate(joints_rel, 1)
-  roots = jnp.repeat(out['root_cam'], 21, axis=1)
-  return {'joints_rel': joints_rel, 'joints_cam': joints_rel + roots,
+                          pose_repr='rot6d', joint_order='interhand', joints=joints)
+    shift = out['root_cam'][:, k, None] - fw.transforms[:, None, 0, :3, 3]
+    joints_cam.append(fw.joints + shift)
+    verts.append(fw.vertices + shift)
+  joints_cam = jnp.concatenate(joints_cam, 1)
+  wrists = jnp.repeat(joints_cam[:, WRIST::21], 21, axis=1)
+  return {'joints_rel': joints_cam - wrists, 'joints_cam': joints_cam,
           'vertices': jnp.stack(verts, 1)}
 
 
-def stage1_loss(out, batch, mano_models, weights):
+def stage1_loss(out, batch, mano_models, weights, joints: str = 'kinematic'):
   """(total, metrics). `batch`: a2p_jax.data.pipeline.process's fields,
-  batched; `weights`: mapping with the keys of LOSS_TERMS."""
+  batched; `weights`: mapping with the keys of LOSS_TERMS; `joints`: the
+  predicted joints the losses compare (`mano_outputs`)."""
   b = out['pose_6d'].shape[0]
   input_hw = batch['image'].shape[1:3]
-  pred = mano_outputs(out, mano_models)
+  pred = mano_outputs(out, mano_models, joints)
   mano_valid = batch['mano_valid']
   joint_valid = batch['joint_valid']
 

@@ -94,6 +94,7 @@ def make_train_step(graphdef, config, *, with_priors: bool):
   parameter leaves the state unchanged and raises the `nonfinite` metric
   (the loop then stops), so a saved state is always finite."""
   weights = dict(config.loss)
+  mano_joints = config.model.get('mano_joints', 'kinematic')
   key0 = jax.random.key(config.seed)
 
   def train_step(state, batch, mano, step):
@@ -109,7 +110,7 @@ def make_train_step(graphdef, config, *, with_priors: bool):
     def loss_fn(model):
       out = model(images, priors, affine=batch['affine'], focal=batch['focal'],
                   princpt=batch['princpt'], use_fae=use_fae)
-      return losses_lib.stage1_loss(out, batch, mano, weights)
+      return losses_lib.stage1_loss(out, batch, mano, weights, mano_joints)
 
     (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     new_state, grad_norm, nonfinite = loop_lib.guarded_update(model, optimizer, grads, loss,
@@ -218,7 +219,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   train_step, step_fn = jit_train_step(graphdef, config, mesh, state_sharding,
                                        with_priors=priors is not None)
   model_graphdef = nnx.split(nnx.merge(graphdef, state)[0])[0]
-  forward = make_forward(model_graphdef)
+  forward = make_forward(model_graphdef, config.model.get('mano_joints', 'kinematic'))
 
   def pictures(step, state, args, local):
     model_state = nnx.split(nnx.merge(graphdef, state)[0])[1]
