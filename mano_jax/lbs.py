@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mano_jax import joints as joints_lib
-from mano_jax import rotations
+from mano_jax import rotations, skinning
 from mano_jax.model import ManoModel
 
 POSE_REPRS = ('axis_angle', 'pca', 'rotmat', 'rot6d')
@@ -207,41 +207,35 @@ def _pose_features(rot):
   return (rot[:, 1:] - eye).reshape(rot.shape[0], -1)
 
 
-def _posed_vertices_cf(model: ManoModel, betas, rot):
-  """Template + shape + pose blend shapes, channels-first (N, 3, V).
+def _blend_cf(model: ManoModel, v_posed, g_rot, g_pos, j_rest):
+  """Linear blend skinning of per-sample rest vertices (N, 3, V) -> (N, 3, V),
+  unchunked (`skin`'s staged path; `forward` uses skinning.blend_and_skin)."""
+  n, nv, nj = v_posed.shape[0], model.num_vertices, model.num_joints
+  weights = jnp.asarray(model.weights, v_posed.dtype)
+  a_rows = _skinning_rows(g_rot, g_pos, j_rest).reshape(n * 12, nj)
+  blended = (a_rows @ weights.T).reshape(n, 3, 4, nv)
+  return (blended[:, :, 0] * v_posed[:, None, 0] + blended[:, :, 1] * v_posed[:, None, 1]
+          + blended[:, :, 2] * v_posed[:, None, 2] + blended[:, :, 3])
 
-  Shape and pose blend shapes are one matmul: [betas, R - I] @ [S; P]^T.
-  """
+
+def _skinning_rows(g_rot, g_pos, j_rest):
+  """(N, J, 3, 3), (N, J, 3), (N, J, 3) -> (N, 12, J): joint k's skinning
+  transform x -> G_k (x - J_k) + P_k as row-major 3x4 entries."""
+  t = g_pos - jnp.sum(g_rot * j_rest[:, :, None, :], -1)
+  a = jnp.concatenate([g_rot, t[..., None]], -1)
+  return jnp.swapaxes(a.reshape(a.shape[0], a.shape[1], 12), 1, 2)
+
+
+def _skin_flat(model: ManoModel, betas, rot, g_rot, g_pos, j_rest, transl):
+  """Blend shapes + skinning on one flat batch axis -> vertices (N, V, 3)."""
   dtype = betas.dtype
-  nv = model.num_vertices
   dirs = jnp.concatenate(
       [_cf(model.shapedirs_cf, model.shapedirs, dtype)[:, :betas.shape[-1]],
        _cf(model.posedirs_cf, model.posedirs, dtype)], 1)
   coeffs = jnp.concatenate([betas, _pose_features(rot)], 1)
-  offsets = (coeffs @ dirs.T).reshape(-1, 3, nv)
-  template = jnp.asarray(model.v_template, dtype).T[None]
-  return jnp.broadcast_to(template, offsets.shape) + offsets
-
-
-def _blend_cf(model: ManoModel, v_posed, g_rot, g_pos, j_rest):
-  """Linear blend skinning on one flat batch axis, channels-first (N, 3, V).
-
-  The vertex index is kept innermost so that the big per-vertex arrays come
-  from plain 2D matmuls (blend shapes, skinning weights) and are combined by
-  vectorized elementwise ops; on CPU this is ~2x faster than (N, V, 3)
-  einsums at batch 1024 (see benchmarks/results.md).
-  """
-  n, nv, nj = v_posed.shape[0], model.num_vertices, model.num_joints
-  # Skinning transform of joint k maps rest-pose points: x -> G_k (x - J_k) + P_k.
-  t = g_pos - jnp.einsum('njab,njb->nja', g_rot, j_rest)
-  a = jnp.concatenate([g_rot, t[..., None]], -1)              # (N, J, 3, 4)
-  weights = jnp.asarray(model.weights, v_posed.dtype)
-  # One 2D matmul (rows: sample x matrix entry): its gradient is a 2D matmul
-  # too, where a batched (n, 12, J) @ (J, V) form costs ~n tiny matmuls.
-  a_rows = jnp.swapaxes(a.reshape(n, nj, 12), 1, 2).reshape(n * 12, nj)
-  blended = (a_rows @ weights.T).reshape(n, 3, 4, nv)
-  return (blended[:, :, 0] * v_posed[:, None, 0] + blended[:, :, 1] * v_posed[:, None, 1]
-          + blended[:, :, 2] * v_posed[:, None, 2] + blended[:, :, 3])
+  return skinning.blend_and_skin(
+      coeffs, _skinning_rows(g_rot, g_pos, j_rest), transl, dirs,
+      jnp.asarray(model.v_template, dtype).T, jnp.asarray(model.weights, dtype))
 
 
 def _pose_batch_shape(model, pose, pose_repr):
@@ -346,17 +340,14 @@ def _forward(model, pose, betas, transl, *, pose_repr, flat_hand_mean,
   n = math.prod(batch)
   betas_f = jnp.broadcast_to(betas, batch + betas.shape[-1:]).reshape(n, -1)
   rot_f = jnp.broadcast_to(rot, batch + rot.shape[-3:]).reshape((n,) + rot.shape[-3:])
+  transl_f = (jnp.zeros((n, 3), dtype) if transl is None
+              else jnp.broadcast_to(transl, batch + (3,)).reshape(n, 3))
   j_rest = _rest_joints(model, betas_f)
   g_rot, g_pos = kinematics(model.parents, rot_f, j_rest)
-  verts_cf = _blend_cf(model, _posed_vertices_cf(model, betas_f, rot_f), g_rot,
-                       g_pos, j_rest)
-  verts = jnp.swapaxes(verts_cf, 1, 2).reshape(batch + (model.num_vertices, 3))
+  verts = _skin_flat(model, betas_f, rot_f, g_rot, g_pos, j_rest, transl_f)
+  verts = verts.reshape(batch + (model.num_vertices, 3))
   g_rot = g_rot.reshape(batch + g_rot.shape[1:])
-  g_pos = g_pos.reshape(batch + g_pos.shape[1:])
-  if transl is not None:
-    transl = jnp.broadcast_to(transl, batch + (3,))[..., None, :]
-    verts = verts + transl
-    g_pos = g_pos + transl
+  g_pos = (g_pos + transl_f[:, None, :]).reshape(batch + g_pos.shape[1:])
   tips = verts[..., np.asarray(model.tip_ids, np.int32), :]
   if joints == 'regressed':
     body = jnp.einsum('jv,...vc->...jc', jnp.asarray(model.J_regressor, dtype), verts)
