@@ -153,13 +153,60 @@ def _levels(parents: tuple):
   return i32(order), i32(np.argsort(order)), i32(levels[0]), spec
 
 
+@functools.lru_cache(maxsize=None)
+def _chains(parents: tuple):
+  """(chains, length) if joints 1.. are equal-length chains hanging off joint
+  0, numbered chain by chain (MANO: 5 fingers x 3 joints), else None."""
+  rest = len(parents) - 1
+  for length in range(1, rest + 1):
+    if rest % length == 0 and all(
+        parents[1 + i] == (0 if i % length == 0 else i) for i in range(rest)):
+      return rest // length, length
+  return None
+
+
+def _kinematics_chains(rot, j_rest, nc, nl):
+  """`kinematics` for joints 1.. in nc chains of nl off the root: static
+  slices and a loop over the chain depth, no gathers (whose gradients are
+  scatters); ~1.5x faster than `_kinematics_levels` at batch 1024.
+  (Writing the 3x3 products as broadcast multiply-sums is 3x slower.)"""
+  batch = rot.shape[:-3]
+  r_root, p_root = rot[..., 0, :, :], j_rest[..., 0, :]
+  r = rot[..., 1:, :, :].reshape(batch + (nc, nl, 3, 3))
+  j = j_rest[..., 1:, :].reshape(batch + (nc, nl, 3))
+  parent_j = jnp.concatenate(
+      [jnp.broadcast_to(p_root[..., None, None, :], batch + (nc, 1, 3)), j[..., :-1, :]], -2)
+  rel = j - parent_j
+  g_r = jnp.broadcast_to(r_root[..., None, :, :], batch + (nc, 3, 3))
+  g_p = jnp.broadcast_to(p_root[..., None, :], batch + (nc, 3))
+  out_r, out_p = [], []
+  for i in range(nl):
+    g_p = jnp.einsum('...ab,...b->...a', g_r, rel[..., i, :]) + g_p
+    g_r = g_r @ r[..., i, :, :]
+    out_r.append(g_r)
+    out_p.append(g_p)
+  g_rot = jnp.concatenate(
+      [r_root[..., None, :, :], jnp.stack(out_r, -3).reshape(batch + (nc * nl, 3, 3))], -3)
+  g_pos = jnp.concatenate(
+      [p_root[..., None, :], jnp.stack(out_p, -2).reshape(batch + (nc * nl, 3))], -2)
+  return g_rot, g_pos
+
+
 def kinematics(parents: tuple, rot, j_rest):
   """Forward kinematics.
 
   rot (..., J, 3, 3) local rotations, j_rest (..., J, 3) rest joints ->
   global rotations (..., J, 3, 3) and posed joint positions (..., J, 3).
   """
-  order, inv_order, roots, spec = _levels(tuple(parents))
+  chains = _chains(tuple(parents))
+  if chains is not None:
+    return _kinematics_chains(rot, j_rest, *chains)
+  return _kinematics_levels(tuple(parents), rot, j_rest)
+
+
+def _kinematics_levels(parents: tuple, rot, j_rest):
+  """`kinematics` for any tree: one batched matmul per depth level."""
+  order, inv_order, roots, spec = _levels(parents)
   parents_arr = np.array([max(p, 0) for p in parents], np.int32)
   # Bone vectors in the rest pose; the root keeps its absolute position.
   is_root = _like(jnp.asarray((np.array(parents) < 0)[:, None]), j_rest)
@@ -221,7 +268,7 @@ def _blend_cf(model: ManoModel, v_posed, g_rot, g_pos, j_rest):
 def _skinning_rows(g_rot, g_pos, j_rest):
   """(N, J, 3, 3), (N, J, 3), (N, J, 3) -> (N, 12, J): joint k's skinning
   transform x -> G_k (x - J_k) + P_k as row-major 3x4 entries."""
-  t = g_pos - jnp.sum(g_rot * j_rest[:, :, None, :], -1)
+  t = g_pos - jnp.einsum('njab,njb->nja', g_rot, j_rest)
   a = jnp.concatenate([g_rot, t[..., None]], -1)
   return jnp.swapaxes(a.reshape(a.shape[0], a.shape[1], 12), 1, 2)
 
@@ -229,12 +276,13 @@ def _skinning_rows(g_rot, g_pos, j_rest):
 def _skin_flat(model: ManoModel, betas, rot, g_rot, g_pos, j_rest, transl):
   """Blend shapes + skinning on one flat batch axis -> vertices (N, V, 3)."""
   dtype = betas.dtype
-  dirs = jnp.concatenate(
+  # Shape and pose blend shapes in one matmul: [betas, R - I] @ [S; P]^T.
+  dirs_t = jnp.concatenate(
       [_cf(model.shapedirs_cf, model.shapedirs, dtype)[:, :betas.shape[-1]],
-       _cf(model.posedirs_cf, model.posedirs, dtype)], 1)
+       _cf(model.posedirs_cf, model.posedirs, dtype)], 1).T
   coeffs = jnp.concatenate([betas, _pose_features(rot)], 1)
   return skinning.blend_and_skin(
-      coeffs, _skinning_rows(g_rot, g_pos, j_rest), transl, dirs,
+      coeffs, _skinning_rows(g_rot, g_pos, j_rest), transl, dirs_t,
       jnp.asarray(model.v_template, dtype).T, jnp.asarray(model.weights, dtype))
 
 
