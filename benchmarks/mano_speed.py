@@ -7,8 +7,13 @@ Float32 on the default JAX device. When torch and smplx are importable
 process on the same model (the procedural hand written as an official-format
 pickle), alternating with mano_jax call by call; the table shows medians and
 the speed ratio. Forward+backward = gradient of a weighted sum of vertices and
-joints with respect to pose and betas. Also printed: XLA's FLOP count of the
-compiled programs.
+joints with respect to pose and betas.
+
+Also printed: the work per call counted from the shapes (XLA's cost analysis
+counts a loop body once, and mano_jax's skinning runs in a loop over chunks),
+the rate that gives, and the floor: the larger of (the matmul FLOPs of the
+math, without recomputation) / (this machine's matmul rate) and (bytes moved)
+/ (its memory read rate), both rates measured in the same run.
 """
 
 import argparse
@@ -55,16 +60,52 @@ def jax_fns(model, batch, rng):
   fwd_bwd = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
   jax.block_until_ready(fwd(pose, betas))
   jax.block_until_ready(fwd_bwd(pose, betas))
-  flops = {}
-  for name, f in (('fwd', fwd), ('fwd+bwd', fwd_bwd)):
-    try:
-      ca = f.lower(pose, betas).compile().cost_analysis()
-      ca = ca[0] if isinstance(ca, (list, tuple)) else ca
-      flops[name] = float(ca.get('flops', float('nan')))
-    except Exception:  # cost analysis is best effort
-      flops[name] = float('nan')
   return ({'fwd': lambda: fwd(pose, betas), 'fwd+bwd': lambda: fwd_bwd(pose, betas)},
-          (pose, betas, wv, wj), flops)
+          (pose, betas, wv, wj))
+
+
+def work(model, batch, nb=10):
+  """{pass: (FLOPs done, FLOPs of the math, bytes moved)} per call, counted
+  from the shapes for mano_jax's chunked skinning (mano_jax/skinning.py).
+
+  FLOPs: the blend-shape matmul (2 K 3V per sample, K = betas + 9 (J-1)),
+  the blended-transform matmul (2 12 J V), ~24 V for applying them; the
+  backward does each matmul's transpose, recomputes the 9 rotation rows of
+  the blended transforms (2 9 J V; not in "math") and ~30 V of elementwise
+  work. Kinematics and rotations (~1e3 per sample) are left out. Bytes: the
+  arrays of V entries per sample that cannot stay in cache (vertices written;
+  with the backward also the posed vertices saved and read back and the
+  vertex cotangents read), float32. The model's matrices (1.5 MB) and a
+  chunk's intermediates stay in cache and are not counted.
+  """
+  v, j = model.num_vertices, model.num_joints
+  k = nb + 9 * (j - 1)
+  mm = 2 * k * 3 * v + 2 * 12 * j * v
+  fwd = (batch * (mm + 24 * v), batch * mm, batch * 12 * v)
+  fb = (batch * (2 * mm + 2 * 9 * j * v + 24 * v + 30 * v), batch * 2 * mm,
+        batch * 4 * 12 * v)
+  return {'fwd': fwd, 'fwd+bwd': fb}
+
+
+def machine_rates():
+  """(matmul FLOP/s, memory read bytes/s) of this machine now, float32."""
+  rng = np.random.default_rng(1)
+  a = jnp.asarray(rng.normal(size=(1024, 145)), jnp.float32)
+  b = jnp.asarray(rng.normal(size=(145, 2499)), jnp.float32)
+  mm = jax.jit(lambda a, b: a @ b)
+  t_mm = median_s(lambda: mm(a, b), 30, warmup=3)
+  x = jnp.asarray(rng.normal(size=(16 * 2 ** 20,)), jnp.float32)  # 64 MB
+  # A reduction: reads only (a fresh 64 MB output would time page faults).
+  read = jax.jit(jnp.sum)
+  t_read = median_s(lambda: read(x), 30, warmup=3)
+  return 2 * 1024 * 145 * 2499 / t_mm, x.size * 4 / t_read
+
+
+def load_average():
+  try:
+    return ' '.join(open('/proc/loadavg').read().split()[:3])
+  except OSError:
+    return 'unknown'
 
 
 def torch_fns(model, batch, inputs, tmp):
@@ -108,9 +149,11 @@ def main(argv=None):
   rng = np.random.default_rng(0)
   rows = []
   torch_info = 'not installed'
+  load_before = load_average()
   with tempfile.TemporaryDirectory() as tmp:
     for batch in (int(b) for b in args.batches.split(',')):
-      fns, inputs, flops = jax_fns(model, batch, rng)
+      fns, inputs = jax_fns(model, batch, rng)
+      counts = work(model, batch)
       ref = torch_fns(model, batch, inputs, tmp)
       if ref is not None:
         import torch
@@ -124,18 +167,26 @@ def main(argv=None):
         mj, mt = 1e3 * t['jax'], 1e3 * t.get('ref', float('nan'))
         # Latency on its own (back-to-back calls, warm caches).
         alone = 1e3 * median_s(fns[kind], 3 * reps, warmup=0)
-        gflops = flops[kind] / 1e9
-        rows.append((batch, kind, mj, alone, mt, mt / mj, gflops, gflops / (mj / 1e3)))
+        rows.append((batch, kind, mj, alone, mt, mt / mj) + counts[kind])
+  flops_rate, read_rate = machine_rates()
   print(f'# mano_jax vs smplx.MANO  ({platform.processor() or platform.machine()}, '
         f'{os.cpu_count()} cores, jax {jax.__version__} on {jax.default_backend()}, '
         f'{torch_info}; procedural hand, {model.num_vertices} vertices, float32)')
-  print('| batch | pass | mano_jax ms | (alone) | smplx ms | speed-up | XLA GFLOP | mano_jax GFLOP/s |')
-  print('|---:|---|---:|---:|---:|---:|---:|---:|')
-  for b, kind, mj, alone, mt, ratio, gf, rate in rows:
+  print('| batch | pass | mano_jax ms | (alone) | smplx ms | speed-up | GFLOP | GFLOP/s '
+        '| MB moved | floor ms | x floor |')
+  print('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+  for b, kind, mj, alone, mt, ratio, flops, math_flops, nbytes in rows:
     ref = f'{mt:.3f} | {ratio:.1f}x' if np.isfinite(mt) else '- | -'
-    print(f'| {b} | {kind} | {mj:.3f} | {alone:.3f} | {ref} | {gf:.3f} | {rate:.1f} |')
+    floor = 1e3 * max(math_flops / flops_rate, nbytes / read_rate)
+    print(f'| {b} | {kind} | {mj:.3f} | {alone:.3f} | {ref} | {flops / 1e9:.3f} | '
+          f'{flops / 1e9 / (mj / 1e3):.1f} | {nbytes / 1e6:.1f} | {floor:.3f} | {mj / floor:.1f} |')
   print('mano_jax/smplx columns: medians of calls alternating between the two; '
-        '(alone): mano_jax called back to back.')
+        '(alone): mano_jax called back to back. GFLOP, MB moved: counted per call '
+        '(see `work`); GFLOP/s over the mano_jax ms column.')
+  print(f'floor = max(math GFLOP / matmul rate, MB / read rate); this run: matmul '
+        f'{flops_rate / 1e9:.0f} GFLOP/s ((1024, 145) @ (145, 2499)), read '
+        f'{read_rate / 1e9:.1f} GB/s (sum of 64 MB). Load average (1, 5, 15 min) '
+        f'before: {load_before}, after: {load_average()}.')
 
 
 if __name__ == '__main__':
