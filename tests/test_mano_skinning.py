@@ -114,3 +114,20 @@ def test_chain_kinematics_equals_the_general_tree_version():
     gb = jax.grad(lambda r, j: loss(tree, r, j), (0, 1))(rot, j_rest)
     for a, b in zip(ga, gb):
       np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_rodrigues_equals_rotations_module_with_gradients():
+  """lbs' elementwise Rodrigues = rotations.axis_angle_to_matrix, values and
+  gradients, including exactly zero and the small-angle series (float64)."""
+  from mano_jax import lbs, rotations
+  rng = np.random.default_rng(9)
+  with jax.enable_x64(True):
+    aa = jnp.asarray(rng.normal(0, 1.0, (40, 3)))
+    aa = aa.at[0].set(0.0).at[1].set(jnp.array([1e-4, 0.0, 0.0])).at[2].set(1e-3)
+    w = jnp.asarray(rng.normal(size=(40, 3, 3)))
+    np.testing.assert_allclose(lbs._axis_angle_to_matrix(aa),
+                               rotations.axis_angle_to_matrix(aa), rtol=0, atol=1e-14)
+    ga = jax.grad(lambda x: jnp.sum(lbs._axis_angle_to_matrix(x) * w))(aa)
+    gb = jax.grad(lambda x: jnp.sum(rotations.axis_angle_to_matrix(x) * w))(aa)
+    assert np.all(np.isfinite(ga))
+    np.testing.assert_allclose(ga, gb, rtol=0, atol=1e-13)
