@@ -3,8 +3,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+import mano_jax
 from a2p_jax import geometry
+from a2p_jax.geometry import collision as coll_lib
+from a2p_jax.geometry import nearest
 
 try:
   from tests import geometry_meshes as meshes
@@ -93,3 +97,104 @@ def test_nearest_both_ways_is_numpy_argmin_both_directions():
     np.testing.assert_array_equal(i, np.argmin(sq, 1))
     np.testing.assert_array_equal(j, np.argmin(sq, 0))
     np.testing.assert_array_equal(coll.nearest_vertex(a, b), np.argmin(sq, 1))
+
+
+# --- The loss before issue 20 in float64 numpy: the reference for the pruned search.
+
+
+def _reference_normals(v, f):
+  """mano_jax.vertex_normals * normals.orientation, float64."""
+  fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+  n = np.zeros_like(v)
+  for k in range(3):
+    np.add.at(n, f[:, k], fn)
+  length = np.linalg.norm(n, axis=-1, keepdims=True)
+  n = np.where(length > 0, n / np.where(length > 0, length, 1.0), 0.0)
+  t = v[f] - v.mean(0)
+  vol = np.sum(t[:, 0] * np.cross(t[:, 1], t[:, 2]))
+  return n * (1.0 if vol >= 0 else -1.0)
+
+
+def _reference_loss(va, fa, vb, fb, dist=0.02, cos=0.0, rho=0.01):
+  """(loss, d loss / d va, d loss / d vb) of one pair, float64."""
+  va, vb = np.asarray(va, np.float64), np.asarray(vb, np.float64)
+  na, nb = _reference_normals(va, fa), _reference_normals(vb, fb)
+  sq = ((va[:, None] - vb[None]) ** 2).sum(-1)
+  loss, ga, gb = 0.0, np.zeros_like(va), np.zeros_like(vb)
+  for p, q, n_p, n_q, j, gp, gq in ((va, vb, na, nb, sq.argmin(1), ga, gb),
+                                    (vb, va, nb, na, sq.argmin(0), gb, ga)):
+    diff = p - q[j]
+    r2 = (diff * diff).sum(-1)
+    hit = ((r2 < dist ** 2) & ((n_p * n_q[j]).sum(-1) < cos)
+           & ((diff * n_q[j]).sum(-1) < -coll_lib.CONTACT_EPS))
+    loss += np.sum(np.where(hit, rho ** 2 * r2 / (r2 + rho ** 2), 0.0))
+    g = np.where(hit, rho ** 4 / (r2 + rho ** 2) ** 2, 0.0)[:, None] * 2 * diff
+    gp += g
+    np.add.at(gq, j, -g)
+  return loss, ga, gb
+
+
+@pytest.fixture(scope='module')
+def hand_pairs():
+  """12 procedural-hand pairs (NOT MANO) in random poses, the left pushed into
+  the right by 0 to ~2 cm."""
+  rng = np.random.default_rng(1)
+  right, left = mano_jax.load_procedural('right'), mano_jax.load_procedural('left')
+  pose = lambda: jnp.asarray(rng.normal(size=(12, 48)) * 0.1, jnp.float32)  # noqa: E731
+  vr = np.asarray(mano_jax.forward(right, pose()).vertices)
+  vl = np.asarray(mano_jax.forward(left, pose()).vertices)
+  shift = np.stack([rng.uniform(0.0, 0.1, 12), rng.uniform(-0.01, 0.01, 12),
+                    rng.uniform(0.062, 0.075, 12)], 1).astype(np.float32)
+  return vr, np.asarray(right.faces), vl + shift[:, None], np.asarray(left.faces)
+
+
+def test_loss_and_grad_equal_the_float64_reference(hand_pairs):
+  vr, fr, vl, fl = hand_pairs
+  fn = jax.jit(jax.vmap(jax.value_and_grad(
+      lambda a, b: geometry.collision_loss(a, fr, b, fl), argnums=(0, 1))))
+  loss, (ga, gb) = fn(vr, vl)
+  # Batched (one kernel call for all pairs) and one pair at a time agree.
+  single = jax.jit(jax.value_and_grad(
+      lambda a, b: geometry.collision_loss(a, fr, b, fl), argnums=(0, 1)))
+  assert np.sum(np.asarray(loss) > 0) >= 8
+  for k in range(len(vr)):
+    ref, ref_a, ref_b = _reference_loss(vr[k], fr, vl[k], fl)
+    np.testing.assert_allclose(float(loss[k]), ref, rtol=1e-6, err_msg=f'pair {k}')
+    scale = max(np.abs(ref_a).max(), np.abs(ref_b).max(), 1e-30)
+    np.testing.assert_allclose(ga[k], ref_a, rtol=0, atol=1e-6 * scale, err_msg=f'pair {k}')
+    np.testing.assert_allclose(gb[k], ref_b, rtol=0, atol=1e-6 * scale, err_msg=f'pair {k}')
+    one, (one_a, one_b) = single(vr[k], vl[k])  # sums may round differently
+    np.testing.assert_allclose(float(one), float(loss[k]), rtol=1e-6)
+    np.testing.assert_allclose(one_a, ga[k], rtol=0, atol=1e-6 * scale)
+    np.testing.assert_allclose(one_b, gb[k], rtol=0, atol=1e-6 * scale)
+
+
+def test_cpu_kernel_pairs_equal_the_dense_path(hand_pairs):
+  # The CPU search (pruned, float64 normals) and the dense search of other
+  # backends mark the same pairs.
+  vr, fr, vl, fl = hand_pairs
+  params = jnp.asarray([0.02 ** 2, 0.0], jnp.float32)
+  fa, fb = jnp.asarray(fr, jnp.int32), jnp.asarray(fl, jnp.int32)
+  dense = jax.jit(coll_lib._candidates_dense)(vr, vl, fa, fb, params)
+  ids = [jnp.asarray(nearest.clusters(f, 833)) for f in (fr, fl)]
+  inc = [coll_lib._incidence(f, 833) for f in (fr, fl)]
+  cpu = jax.jit(coll_lib._candidates_cpu)(vr, vl, fa, fb, params, *ids, *inc)
+  dist2 = nearest.sq_dists(vr, vl)
+  for j_d, ok_d, j_c, ok_c, near in ((dense[0], dense[1], cpu[0], cpu[1], dist2.min(-1)),
+                                      (dense[2], dense[3], cpu[2], cpu[3], dist2.min(-2))):
+    within = np.asarray(near < 0.02 ** 2)
+    np.testing.assert_array_equal(np.asarray(ok_c), np.asarray(ok_d) & within)
+    np.testing.assert_array_equal(np.asarray(j_c)[within], np.asarray(j_d)[within])
+
+
+def test_traced_faces_and_vmap_give_the_same_loss(hand_pairs):
+  vr, fr, vl, fl = hand_pairs
+  want = np.asarray(geometry.collision_loss(vr, fr, vl, fl))
+  # Faces as jit arguments: index-order clusters and a traced incidence table.
+  traced = jax.jit(lambda a, fa, b, fb: geometry.collision_loss(a, fa, b, fb))(vr, fr, vl, fl)
+  np.testing.assert_allclose(np.asarray(traced), want, rtol=1e-6)
+  mapped = jax.vmap(lambda a, b: geometry.collision_loss(a, fr, b, fl))(vr, vl)
+  np.testing.assert_allclose(np.asarray(mapped), want, rtol=1e-6)
+  # Broadcast leading dims: one right hand against all left hands.
+  np.testing.assert_allclose(np.asarray(geometry.collision_loss(vr[0], fr, vl, fl))[0], want[0],
+                             rtol=1e-6)
