@@ -214,18 +214,25 @@ def _one_way(xs, ids_a, ys, lo_b, hi_b, ids_b, box, lim, dist, idx):
       if box[i, j] <= lim:
         order[m] = j
         m += 1
-    # Nearest boxes first (insertion sort: m is small).
-    for a in range(1, m):
-      key = order[a]
-      b = a - 1
-      while b >= 0 and box[i, order[b]] > box[i, key]:
-        order[b + 1] = order[b]
-        b -= 1
-      order[b + 1] = key
+    # Nearest boxes first, so that the search can stop at the first box
+    # farther than every point's best so far.
+    if m > 12:
+      order[:m] = order[:m][np.argsort(box[i][order[:m]], kind='mergesort')]
+    else:
+      for a in range(1, m):
+        key = order[a]
+        b = a - 1
+        while b >= 0 and box[i, order[b]] > box[i, key]:
+          order[b + 1] = order[b]
+          b -= 1
+        order[b + 1] = key
     best[:s] = lim
     bid[:s] = _BIG
+    worst = lim
     for a in range(m):
       j = order[a]
+      if box[i, j] > worst:
+        break
       # Each point's gap to box j (vectorised over the cluster's points).
       near[:s] = 0.0
       for k in range(3):
@@ -251,6 +258,9 @@ def _one_way(xs, ids_a, ys, lo_b, hi_b, ids_b, box, lim, dist, idx):
           for t in range(sb):
             if d[t] == low and (low < best[u] or ids_b[j, t] < bid[u]):
               best[u], bid[u] = low, ids_b[j, t]
+      worst = best[0]
+      for u in range(1, s):
+        worst = best[u] if best[u] > worst else worst
     for u in range(s):
       p = ids_a[i, u]
       if bid[u] == _BIG:
