@@ -110,6 +110,15 @@ def data(frame, i, ret=False):
 
 
 @numba.njit(inline='always')
+def lead(d, trailing):
+  """Product of all but the last `trailing` dims (a batch size)."""
+  n = 1
+  for k in range(d.size - trailing):
+    n *= d[k]
+  return n
+
+
+@numba.njit(inline='always')
 def null():
   return _ptr(0)
 
@@ -149,11 +158,13 @@ def _registered(name, make_handler):
     return handler  # keeps the compiled code alive
 
 
-def call(name, make_handler, result_shapes, *args):
+def call(name, make_handler, result_shapes, *args, vmap_method='sequential'):
   """Runs the handler `make_handler()` (compiled and registered once per
-  process) on args; result_shapes: jax.ShapeDtypeStruct per result."""
+  process) on args; result_shapes: jax.ShapeDtypeStruct per result.
+  vmap_method: as jax.ffi.ffi_call's ('expand_dims' for handlers that take
+  leading batch dims, size 1 where an argument is not batched)."""
   _registered(name, make_handler)
-  return jax.ffi.ffi_call(name, result_shapes, vmap_method='sequential')(*args)
+  return jax.ffi.ffi_call(name, result_shapes, vmap_method=vmap_method)(*args)
 
 
 def on_cpu(cpu_fn, default_fn, *args):

@@ -9,7 +9,10 @@ graze the edges of axis-aligned meshes.
 
 import jax
 import jax.numpy as jnp
+import numba
 import numpy as np
+
+from a2p_jax.geometry import cpu_ffi
 
 
 def _generic_rotation():
@@ -109,3 +112,288 @@ def point_triangle_sqdist(p, a, b, c):
   q = jnp.where(((d1 <= 0) & (d2 <= 0))[..., None], a, q)
   diff = p - q
   return dot(diff, diff)
+
+
+# --- CPU kernels (numba through XLA's FFI, see cpu_ffi): the same tests, ---
+# --- with faces binned on a grid in xy so a point meets only the faces ---
+# --- above or below it, and triangles skipped by their boxes.          ---
+
+
+@numba.njit(nogil=True, cache=True)
+def _grid(tri, cells):
+  """Faces binned by their xy boxes on a cells x cells grid over the mesh's
+  xy box: (x0, y0, inverse cell size, start (cells^2 + 1,), face ids)."""
+  x0 = y0 = np.inf
+  x1 = y1 = -np.inf
+  for f in range(tri.shape[0]):
+    for k in range(3):
+      x, y = tri[f, k, 0], tri[f, k, 1]
+      x0, x1 = min(x0, x), max(x1, x)
+      y0, y1 = min(y0, y), max(y1, y)
+  size = max(x1 - x0, y1 - y0, 1e-30) / cells
+  inv = 1.0 / size
+  lo = np.empty((tri.shape[0], 2), np.int64)
+  hi = np.empty((tri.shape[0], 2), np.int64)
+  count = np.zeros(cells * cells + 1, np.int64)
+  for f in range(tri.shape[0]):
+    for a, origin in ((0, x0), (1, y0)):
+      v0, v1, v2 = tri[f, 0, a], tri[f, 1, a], tri[f, 2, a]
+      lo[f, a] = min(int((min(v0, min(v1, v2)) - origin) * inv), cells - 1)
+      hi[f, a] = min(int((max(v0, max(v1, v2)) - origin) * inv), cells - 1)
+    for i in range(lo[f, 0], hi[f, 0] + 1):
+      for j in range(lo[f, 1], hi[f, 1] + 1):
+        count[i * cells + j + 1] += 1
+  start = np.cumsum(count)
+  fill = start[:-1].copy()
+  ids = np.empty(start[-1], np.int32)
+  for f in range(tri.shape[0]):
+    for i in range(lo[f, 0], hi[f, 0] + 1):
+      for j in range(lo[f, 1], hi[f, 1] + 1):
+        ids[fill[i * cells + j]] = f
+        fill[i * cells + j] += 1
+  return x0, y0, inv, start, ids
+
+
+@numba.njit(nogil=True, cache=True)
+def _winding_one(points, tri, out):
+  """crossing_winding of points (P, 3) against triangles (F, 3, 3); the
+  edge and plane tests in float64 (the same signs as the float32 ones, but
+  for points within rounding of an edge or the surface)."""
+  cells = max(1, int(np.sqrt(tri.shape[0] / 4.0)))
+  x0, y0, inv, start, ids = _grid(tri, cells)
+  for p in range(points.shape[0]):
+    px, py, pz = np.float64(points[p, 0]), np.float64(points[p, 1]), np.float64(points[p, 2])
+    out[p] = 0.0
+    i, j = (px - x0) * inv, (py - y0) * inv
+    if not (0 <= i < cells + 1e-9 and 0 <= j < cells + 1e-9):
+      continue  # outside the mesh's xy box: no face above or below
+    c = min(int(i), cells - 1) * cells + min(int(j), cells - 1)
+    total = 0.0
+    for k in range(start[c], start[c + 1]):
+      f = ids[k]
+      ax, ay = tri[f, 0, 0] - px, tri[f, 0, 1] - py
+      bx, by = tri[f, 1, 0] - px, tri[f, 1, 1] - py
+      cx, cy = tri[f, 2, 0] - px, tri[f, 2, 1] - py
+      # Edge functions of the xy projection: > 0 on the left of each edge.
+      w0 = bx * cy - by * cx  # edge 1 -> 2 (opposite vertex 0)
+      w1 = cx * ay - cy * ax  # edge 2 -> 0
+      w2 = ax * by - ay * bx  # edge 0 -> 1
+      if w0 > 0 and w1 > 0 and w2 > 0:
+        vote = 1.0
+      elif w0 < 0 and w1 < 0 and w2 < 0:
+        vote = -1.0
+      else:
+        continue
+      # The face's height over the point, from the barycentric weights.
+      height = (w0 * (tri[f, 0, 2] - pz) + w1 * (tri[f, 1, 2] - pz)
+                + w2 * (tri[f, 2, 2] - pz))
+      if height * vote > 0:
+        total += vote
+    out[p] = total
+
+
+@numba.njit(nogil=True, cache=True)
+def _winding_pair(points, tri, out, n):
+  _winding_one(points[min(n, points.shape[0] - 1)], tri[min(n, tri.shape[0] - 1)], out[n])
+
+
+def _winding_loop(prange):
+  def loop(points, tri, out):
+    for n in prange(out.shape[0]):
+      _winding_pair(points, tri, out, np.int64(n))
+  return loop
+
+
+_winding_serial = numba.njit(nogil=True, cache=True)(_winding_loop(range))
+_winding_parallel = numba.njit(nogil=True, cache=True, parallel=True)(
+    _winding_loop(numba.prange))
+
+
+
+def _make_winding_handler():
+  threads = cpu_ffi.threads_ok()
+
+  @numba.cfunc(cpu_ffi.HANDLER_SIG)
+  def handler(frame):
+    if not cpu_ffi.begin(frame):
+      return cpu_ffi.null()
+    dp, dt, do = cpu_ffi.dims(frame, 0), cpu_ffi.dims(frame, 1), cpu_ffi.dims(frame, 0, True)
+    points = numba.carray(cpu_ffi.data(frame, 0), (cpu_ffi.lead(dp, 2), dp[dp.size - 2], 3),
+                          np.float32)
+    tri = numba.carray(cpu_ffi.data(frame, 1), (cpu_ffi.lead(dt, 3), dt[dt.size - 3], 3, 3),
+                       np.float32)
+    out = numba.carray(cpu_ffi.data(frame, 0, True), (cpu_ffi.lead(do, 1), do[do.size - 1]),
+                       np.float32)
+    if threads and out.shape[0] > 1:
+      _winding_parallel(points, tri, out)
+    else:
+      _winding_serial(points, tri, out)
+    return cpu_ffi.null()
+
+  return handler
+
+
+def _winding_cpu(points, tri):
+  shape = jnp.broadcast_shapes(points.shape[:-2], tri.shape[:-3]) + points.shape[-2:-1]
+  return cpu_ffi.call('a2p_winding', _make_winding_handler,
+                      jax.ShapeDtypeStruct(shape, jnp.float32), points, tri,
+                      vmap_method='broadcast_all')
+
+
+def winding(points_Px3, tri_Fx3x3):
+  """crossing_winding of points against the triangles (their ray tables
+  built here); on the CPU a kernel that bins the faces in xy. Callers rotate
+  into a generic frame first (GENERIC_ROTATION)."""
+  points = jax.lax.stop_gradient(jnp.asarray(points_Px3))
+  tri = jax.lax.stop_gradient(jnp.asarray(tri_Fx3x3))
+  if points.dtype != jnp.float32 or tri.dtype != jnp.float32:
+    return crossing_winding(points, ray_tables(tri))
+  return cpu_ffi.on_cpu(_winding_cpu, lambda p, t: crossing_winding(p, ray_tables(t)),
+                        points, tri)
+
+
+@numba.njit(nogil=True, cache=True)
+def _point_triangle_sq(px, py, pz, tri, f):
+  """point_triangle_sqdist in float64 for one point and triangle f."""
+  ax, ay, az = np.float64(tri[f, 0, 0]), np.float64(tri[f, 0, 1]), np.float64(tri[f, 0, 2])
+  abx, aby, abz = tri[f, 1, 0] - ax, tri[f, 1, 1] - ay, tri[f, 1, 2] - az
+  acx, acy, acz = tri[f, 2, 0] - ax, tri[f, 2, 1] - ay, tri[f, 2, 2] - az
+  apx, apy, apz = px - ax, py - ay, pz - az
+  d1 = abx * apx + aby * apy + abz * apz
+  d2 = acx * apx + acy * apy + acz * apz
+  if d1 <= 0 and d2 <= 0:
+    return apx * apx + apy * apy + apz * apz
+  bpx, bpy, bpz = apx - abx, apy - aby, apz - abz
+  d3 = abx * bpx + aby * bpy + abz * bpz
+  d4 = acx * bpx + acy * bpy + acz * bpz
+  if d3 >= 0 and d4 <= d3:
+    return bpx * bpx + bpy * bpy + bpz * bpz
+  vc = d1 * d4 - d3 * d2
+  if vc <= 0 and d1 >= 0 and d3 <= 0:
+    v = d1 / (d1 - d3) if d1 != d3 else 0.0
+    qx, qy, qz = apx - v * abx, apy - v * aby, apz - v * abz
+    return qx * qx + qy * qy + qz * qz
+  cpx, cpy, cpz = apx - acx, apy - acy, apz - acz
+  d5 = abx * cpx + aby * cpy + abz * cpz
+  d6 = acx * cpx + acy * cpy + acz * cpz
+  if d6 >= 0 and d5 <= d6:
+    return cpx * cpx + cpy * cpy + cpz * cpz
+  vb = d5 * d2 - d1 * d6
+  if vb <= 0 and d2 >= 0 and d6 <= 0:
+    w = d2 / (d2 - d6) if d2 != d6 else 0.0
+    qx, qy, qz = apx - w * acx, apy - w * acy, apz - w * acz
+    return qx * qx + qy * qy + qz * qz
+  va = d3 * d6 - d5 * d4
+  if va <= 0 and (d4 - d3) >= 0 and (d5 - d6) >= 0:
+    den = (d4 - d3) + (d5 - d6)
+    w = (d4 - d3) / den if den != 0 else 0.0
+    qx = bpx - w * (acx - abx)
+    qy = bpy - w * (acy - aby)
+    qz = bpz - w * (acz - abz)
+    return qx * qx + qy * qy + qz * qz
+  den = va + vb + vc
+  if den == 0:
+    return apx * apx + apy * apy + apz * apz
+  v, w = vb / den, vc / den
+  qx = apx - abx * v - acx * w
+  qy = apy - aby * v - acy * w
+  qz = apz - abz * v - acz * w
+  return qx * qx + qy * qy + qz * qz
+
+
+@numba.njit(nogil=True, cache=True)
+def _surface_one(points, tri, bound, out):
+  """Squared distance from each point to the nearest triangle, given an
+  upper bound (any point of the surface will do) for pruning by face box."""
+  lo = np.empty((tri.shape[0], 3))
+  hi = np.empty((tri.shape[0], 3))
+  for f in range(tri.shape[0]):
+    for k in range(3):
+      lo[f, k] = min(tri[f, 0, k], min(tri[f, 1, k], tri[f, 2, k]))
+      hi[f, k] = max(tri[f, 0, k], max(tri[f, 1, k], tri[f, 2, k]))
+  for p in range(points.shape[0]):
+    px, py, pz = np.float64(points[p, 0]), np.float64(points[p, 1]), np.float64(points[p, 2])
+    best, found = np.float64(bound[p]) * (1 + 1e-6), False
+    for f in range(tri.shape[0]):
+      gx = max(lo[f, 0] - px, px - hi[f, 0], 0.0)
+      gy = max(lo[f, 1] - py, py - hi[f, 1], 0.0)
+      gz = max(lo[f, 2] - pz, pz - hi[f, 2], 0.0)
+      if gx * gx + gy * gy + gz * gz <= best:
+        d = _point_triangle_sq(px, py, pz, tri, f)
+        if d <= best:
+          best, found = d, True
+    if not found:  # the bound was not a surface point's (a vertex in no face)
+      best = np.inf
+      for f in range(tri.shape[0]):
+        best = min(best, _point_triangle_sq(px, py, pz, tri, f))
+    out[p] = best
+
+
+@numba.njit(nogil=True, cache=True)
+def _surface_pair(points, tri, bound, out, n):
+  _surface_one(points[min(n, points.shape[0] - 1)], tri[min(n, tri.shape[0] - 1)],
+               bound[min(n, bound.shape[0] - 1)], out[n])
+
+
+def _surface_loop(prange):
+  def loop(points, tri, bound, out):
+    for n in prange(out.shape[0]):
+      _surface_pair(points, tri, bound, out, np.int64(n))
+  return loop
+
+
+_surface_serial = numba.njit(nogil=True, cache=True)(_surface_loop(range))
+_surface_parallel = numba.njit(nogil=True, cache=True, parallel=True)(
+    _surface_loop(numba.prange))
+
+
+def _make_surface_handler():
+  threads = cpu_ffi.threads_ok()
+
+  @numba.cfunc(cpu_ffi.HANDLER_SIG)
+  def handler(frame):
+    if not cpu_ffi.begin(frame):
+      return cpu_ffi.null()
+    dp, dt = cpu_ffi.dims(frame, 0), cpu_ffi.dims(frame, 1)
+    db, do = cpu_ffi.dims(frame, 2), cpu_ffi.dims(frame, 0, True)
+    points = numba.carray(cpu_ffi.data(frame, 0), (cpu_ffi.lead(dp, 2), dp[dp.size - 2], 3),
+                          np.float32)
+    tri = numba.carray(cpu_ffi.data(frame, 1), (cpu_ffi.lead(dt, 3), dt[dt.size - 3], 3, 3),
+                       np.float32)
+    bound = numba.carray(cpu_ffi.data(frame, 2), (cpu_ffi.lead(db, 1), db[db.size - 1]),
+                         np.float32)
+    out = numba.carray(cpu_ffi.data(frame, 0, True), (cpu_ffi.lead(do, 1), do[do.size - 1]),
+                       np.float32)
+    if threads and out.shape[0] > 1:
+      _surface_parallel(points, tri, bound, out)
+    else:
+      _surface_serial(points, tri, bound, out)
+    return cpu_ffi.null()
+
+  return handler
+
+
+def _surface_cpu(points, tri, bound):
+  shape = (jnp.broadcast_shapes(points.shape[:-2], tri.shape[:-3], bound.shape[:-1])
+           + points.shape[-2:-1])
+  return cpu_ffi.call('a2p_surface_sqdist', _make_surface_handler,
+                      jax.ShapeDtypeStruct(shape, jnp.float32), points, tri, bound,
+                      vmap_method='broadcast_all')
+
+
+def _surface_dense(points, tri, bound):
+  del bound
+  sq = point_triangle_sqdist(points[:, None], tri[None, :, 0], tri[None, :, 1], tri[None, :, 2])
+  return jnp.min(sq, -1)
+
+
+def surface_sqdist(points_Px3, tri_Fx3x3, bound_P):
+  """Squared distance (P,) from each point to the nearest triangle, no
+  gradient. bound_P: for each point a squared distance to some point of the
+  surface (an upper bound of the answer; the CPU kernel prunes with it)."""
+  points = jax.lax.stop_gradient(jnp.asarray(points_Px3))
+  tri = jax.lax.stop_gradient(jnp.asarray(tri_Fx3x3))
+  bound = jax.lax.stop_gradient(jnp.asarray(bound_P))
+  if points.dtype != jnp.float32 or tri.dtype != jnp.float32:
+    return _surface_dense(points, tri, bound)
+  return cpu_ffi.on_cpu(_surface_cpu, _surface_dense, points, tri, bound.astype(jnp.float32))

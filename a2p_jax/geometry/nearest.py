@@ -309,7 +309,8 @@ def _nearest_one(p, q, ids_p, ids_q, max_sq, j_pq, j_qp):
 def _nearest_loop(prange):
   def loop(p, q, ids_p, ids_q, max_sq, j_pq, j_qp):
     for n in prange(p.shape[0]):
-      _nearest_one(p[n], q[n], ids_p, ids_q, max_sq, j_pq[n], j_qp[n])
+      bound = max_sq[min(np.int64(n), max_sq.size - 1)]
+      _nearest_one(p[n], q[n], ids_p, ids_q, bound, j_pq[n], j_qp[n])
   return loop
 
 
@@ -317,29 +318,25 @@ _nearest_serial = numba.njit(nogil=True, cache=True)(_nearest_loop(range))
 _nearest_parallel = numba.njit(nogil=True, cache=True, parallel=True)(_nearest_loop(numba.prange))
 
 
-def _lead(d):
-  n = 1
-  for k in range(len(d) - 2):
-    n *= d[k]
-  return n
-
 
 def _make_nearest_handler():
-  lead = numba.njit(_lead)
   threads = cpu_ffi.threads_ok()
 
   @numba.cfunc(cpu_ffi.HANDLER_SIG)
   def handler(frame):
     if not cpu_ffi.begin(frame):
       return cpu_ffi.null()
+    # Under vmap ('broadcast_all') every argument has the same leading dims;
+    # the clusters are the same for all pairs: use the first.
     dp, dq = cpu_ffi.dims(frame, 0), cpu_ffi.dims(frame, 1)
     di, dj = cpu_ffi.dims(frame, 2), cpu_ffi.dims(frame, 3)
-    n, num_p, num_q = lead(dp), dp[dp.size - 2], dq[dq.size - 2]
+    n, num_p, num_q = cpu_ffi.lead(dp, 2), dp[dp.size - 2], dq[dq.size - 2]
     p = numba.carray(cpu_ffi.data(frame, 0), (n, num_p, 3), np.float32)
     q = numba.carray(cpu_ffi.data(frame, 1), (n, num_q, 3), np.float32)
     ids_p = numba.carray(cpu_ffi.data(frame, 2), (di[di.size - 2], di[di.size - 1]), np.int32)
     ids_q = numba.carray(cpu_ffi.data(frame, 3), (dj[dj.size - 2], dj[dj.size - 1]), np.int32)
-    max_sq = numba.carray(cpu_ffi.data(frame, 4), (1,), np.float32)[0]
+    bounds = cpu_ffi.lead(cpu_ffi.dims(frame, 4), 1)
+    max_sq = numba.carray(cpu_ffi.data(frame, 4), (bounds,), np.float32)
     j_pq = numba.carray(cpu_ffi.data(frame, 0, True), (n, num_p), np.int32)
     j_qp = numba.carray(cpu_ffi.data(frame, 1, True), (n, num_q), np.int32)
     if threads and n > 1:
@@ -369,7 +366,7 @@ def _nearest_cpu(p, q, ids_p, ids_q, max_sq):
   shapes = (jax.ShapeDtypeStruct(p.shape[:-1], jnp.int32),
             jax.ShapeDtypeStruct(p.shape[:-2] + q.shape[-2:-1], jnp.int32))
   return tuple(cpu_ffi.call('a2p_nearest', _make_nearest_handler, shapes, p, q, ids_p,
-                            ids_q, max_sq))
+                            ids_q, max_sq, vmap_method='broadcast_all'))
 
 
 def nearest_both_ways(p_Px3, q_Qx3, *, max_dist=None, faces_p=None, faces_q=None):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from a2p_jax.geometry import inside
+from a2p_jax.geometry import nearest as nearest_lib
 from a2p_jax.geometry import normals as normals_lib
 from a2p_jax.geometry import pairs
 from a2p_jax.geometry import seal as seal_lib
@@ -45,11 +46,15 @@ def subtriangle_centroids(m):
   return np.stack([1 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], 1)
 
 
-def _nearest_dist(p, q):
+def _nearest_dist(p, q, fp, fq):
   """Distance (P,) from each p to its nearest q, and (Q,) the other way."""
-  sq = jnp.sum(p * p, -1)[:, None] + jnp.sum(q * q, -1)[None, :] - 2.0 * p @ q.T
-  sq = jnp.maximum(sq, 0.0)
-  return (jnp.sqrt(jnp.min(sq, 1) + 1e-30), jnp.sqrt(jnp.min(sq, 0) + 1e-30))
+  j_pq, j_qp = nearest_lib.nearest_both_ways(p, q, faces_p=fp, faces_q=fq)
+
+  def dist(a, b):
+    diff = a - b
+    return jnp.sqrt(jnp.sum(diff * diff, -1) + 1e-30)
+
+  return dist(p, q[j_pq]), dist(q, p[j_qp])
 
 
 def _classify(va, fa, vb, fb):
@@ -61,17 +66,17 @@ def _classify(va, fa, vb, fb):
   rot = jnp.asarray(inside.GENERIC_ROTATION, va.dtype)
   pa, pb = (va - centre[None]) @ rot.T, (vb - centre[None]) @ rot.T
   sa, sb = normals_lib.orientation(pa, fa), normals_lib.orientation(pb, fb)
-  tab_a, tab_b = inside.ray_tables(pa[fa]), inside.ray_tables(pb[fb])
+  tri_a, tri_b = pa[fa], pb[fb]
   # Outside the other's box nothing can be inside: gate on the box overlap so
   # separated meshes give exact zeros whatever the ray tests say.
-  a_in_b = overlap & (inside.crossing_winding(pa, tab_b) * sb > 0.5)
-  b_in_a = overlap & (inside.crossing_winding(pb, tab_a) * sa > 0.5)
-  d_a, d_b = _nearest_dist(pa, pb)
-  return dict(pa=pa, pb=pb, sa=sa, sb=sb, tab_a=tab_a, tab_b=tab_b, a_in_b=a_in_b,
+  a_in_b = overlap & (inside.winding(pa, tri_b) * sb > 0.5)
+  b_in_a = overlap & (inside.winding(pb, tri_a) * sa > 0.5)
+  d_a, d_b = _nearest_dist(pa, pb, fa, fb)
+  return dict(pa=pa, pb=pb, sa=sa, sb=sb, tri_a=tri_a, tri_b=tri_b, a_in_b=a_in_b,
               b_in_a=b_in_a, d_a=d_a, d_b=d_b, overlap=overlap)
 
 
-def _side_volume(p, f, s_p, v_in, d_v, tab_q, s_q, origin, bary, k, overlap):
+def _side_volume(p, f, s_p, v_in, d_v, tri_q, s_q, origin, bary, k, overlap):
   """sum_f cone_f * phi_f over the faces f of one mesh (m^3)."""
   tri = p[f]
   f_in = v_in[f]
@@ -84,7 +89,7 @@ def _side_volume(p, f, s_p, v_in, d_v, tab_q, s_q, origin, bary, k, overlap):
   priority = jnp.where(mixed, -1.0, jnp.min(d_v[f], -1) / size)
   _, idx = jax.lax.top_k(-priority, k)
   sub = jnp.einsum('sk,fkd->fsd', bary, tri[idx])
-  w = inside.crossing_winding(sub.reshape(-1, 3), tab_q).reshape(sub.shape[:2])
+  w = inside.winding(sub.reshape(-1, 3), tri_q).reshape(sub.shape[:2])
   frac = jnp.mean((w * s_q > 0.5) & overlap, -1)
   # Unrefined faces (only when more than k may cross) keep the vertex vote.
   phi = jnp.mean(f_in.astype(p.dtype), -1).at[idx].set(frac)
@@ -102,32 +107,29 @@ def _volume(va, fa, vb, fb, subdiv, max_refine):
   origin = (w_a @ c['pa'] + w_b @ c['pb']) / jnp.maximum(n_in, 1.0)
   origin = jax.lax.stop_gradient(origin)
   bary = jnp.asarray(subtriangle_centroids(subdiv), va.dtype)
-  vol_a = _side_volume(c['pa'], fa, c['sa'], c['a_in_b'], c['d_a'], c['tab_b'], c['sb'],
+  vol_a = _side_volume(c['pa'], fa, c['sa'], c['a_in_b'], c['d_a'], c['tri_b'], c['sb'],
                        origin, bary, min(max_refine, len(fa)), c['overlap'])
-  vol_b = _side_volume(c['pb'], fb, c['sb'], c['b_in_a'], c['d_b'], c['tab_a'], c['sa'],
+  vol_b = _side_volume(c['pb'], fb, c['sb'], c['b_in_a'], c['d_b'], c['tri_a'], c['sa'],
                        origin, bary, min(max_refine, len(fb)), c['overlap'])
   # Exactly 0 (not float noise) when no sample was inside.
   return jnp.where(c['overlap'], jnp.maximum(vol_a + vol_b, 0.0), 0.0)
 
 
-def _side_depth(p, v_in, d_v, num_orig, q, fq):
+def _side_depth(p, v_in, d_v, num_orig, tri_q):
   """Deepest of the first num_orig vertices p inside the other mesh (m)."""
   p, v_in, d_v = p[:num_orig], v_in[:num_orig], d_v[:num_orig]
   k = min(_DEPTH_CANDIDATES, num_orig)
   # The nearest-vertex distance bounds the surface distance from above, so
   # the deepest vertex is among those with the largest one.
   _, idx = jax.lax.top_k(jnp.where(v_in, d_v, -1.0), k)
-  tri = q[fq]
-  sq = inside.point_triangle_sqdist(p[idx][:, None], tri[None, :, 0], tri[None, :, 1],
-                                    tri[None, :, 2])
-  depth = jnp.sqrt(jnp.min(sq, -1) + 1e-30)
+  depth = jnp.sqrt(inside.surface_sqdist(p[idx], tri_q, d_v[idx] ** 2) + 1e-30)
   return jnp.max(jnp.where(v_in[idx], depth, 0.0))
 
 
 def _depth(va, fa, vb, fb, num_a, num_b):
   c = _classify(va, fa, vb, fb)
-  return jnp.maximum(_side_depth(c['pa'], c['a_in_b'], c['d_a'], num_a, c['pb'], fb),
-                     _side_depth(c['pb'], c['b_in_a'], c['d_b'], num_b, c['pa'], fa))
+  return jnp.maximum(_side_depth(c['pa'], c['a_in_b'], c['d_a'], num_a, c['tri_b']),
+                     _side_depth(c['pb'], c['b_in_a'], c['d_b'], num_b, c['tri_a']))
 
 
 def _gap(va, fa, vb, fb, num_a, num_b):
