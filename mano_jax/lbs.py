@@ -3,8 +3,11 @@
 Staged like the math: `shape_stage` (betas -> rest vertices and joints),
 `pose_rotations` (any pose representation -> per-joint rotation matrices),
 `kinematics` (rotations + rest joints -> global joint transforms), `skin`.
-`forward` chains them. All functions take any leading batch shape and are
-pure jnp, so jit/vmap/grad compose freely.
+All take any leading batch shape and are pure jnp, so jit/vmap/grad/jvp
+compose freely. `forward` computes the same thing faster: blend shapes and
+skinning in one chunked pass with a hand-written VJP (mano_jax/skinning.py),
+so it supports reverse-mode differentiation (grad, vjp, jacrev) and vmap but
+not forward mode (jvp, jacfwd): chain the staged functions for that.
 """
 
 import functools
@@ -360,6 +363,8 @@ def forward(model: ManoModel, pose, betas=None, transl=None, *,
       fingertips from the mesh (model.tip_ids) and use `joint_order`.
   Leading batch dims of pose, betas and transl broadcast against each other.
   Float32 unless the inputs are float64 (with jax_enable_x64).
+  Differentiable in reverse mode (grad, vjp, jacrev); for forward mode (jvp,
+  jacfwd) chain shape_stage, pose_rotations, kinematics and skin.
   """
   pose = jnp.asarray(pose)
   dtype = _float_dtype(pose, betas, transl)
