@@ -159,17 +159,19 @@ def test_interwild_xy_and_z_split_of_the_joint_error():
 
 
 def test_apply_stage2_moves_rel_root_by_the_repair():
-  """Gated frames keep stage 1's rel_root plus the repair's change of the
-  left-minus-right root (not the root_cam difference, another estimator);
-  ungated frames come back exactly; meshes follow the repaired parameters."""
+  """Stage 1's hands come placed by rel_root (left root = right root +
+  rel_root); a gated frame's rel_root is the repaired hands' wrist
+  difference (stage 1's rel_root plus the repair's move), ungated frames
+  come back exactly; meshes follow the repaired parameters."""
   from a2p_jax.data.hands import load_hand_models
   from a2p_jax.inference.stage2 import apply_stage2
   models = load_hand_models()
   rng = np.random.default_rng(0)
   eye6 = np.array([1.0, 0, 0, 0, 1.0, 0])
+  rel_root = rng.normal(0, 0.1, (2, 3))
+  right = np.array([[0.0, 0, 0.5]] * 2)
   pred = {'pose_6d': np.tile(eye6, (2, 2, 16, 1)), 'betas': np.zeros((2, 2, 10)),
-          'root_cam': np.array([[[0.0, 0, 0.5], [0.05, 0, 0.5]]] * 2),
-          'rel_root': rng.normal(0, 0.1, (2, 3))}
+          'root_cam': np.stack([right, right + rel_root], 1), 'rel_root': rel_root}
   shift = np.array([0.01, -0.02, 0.03])
 
   def repair(params, boxes, key):  # moves pair 0's left hand, gates pair 0 only
@@ -183,6 +185,6 @@ def test_apply_stage2_moves_rel_root_by_the_repair():
   np.testing.assert_allclose(out['rel_root'][0], pred['rel_root'][0] + shift, atol=1e-7)
   np.testing.assert_array_equal(out['rel_root'][1], pred['rel_root'][1])
   # Pair 0's left-hand joints (21-41) moved by the shift, relative to pair 1's.
-  moved = out['joints'][0, 21:] - out['joints'][1, 21:]
+  moved = (out['joints'][0, 21:] - rel_root[0]) - (out['joints'][1, 21:] - rel_root[1])
   np.testing.assert_allclose(moved, np.broadcast_to(shift, moved.shape), atol=1e-6)
   np.testing.assert_allclose(out['joints'][0, :21], out['joints'][1, :21], atol=1e-9)

@@ -154,3 +154,29 @@ def test_regressed_joints_are_interwilds_of_the_same_meshes(data):
   assert np.abs(np.asarray(reg['joints_cam']) - np.asarray(kin['joints_cam'])).max() > 1e-4
   with pytest.raises(ValueError, match='kinematic'):
     losses.mano_outputs(out, models, 'mesh')
+
+
+@pytest.mark.parametrize('joints', losses.MANO_JOINTS)
+def test_place_by_rel_root_is_one_consistent_placement(joints):
+  """After placing, the wrist joints differ by rel_root exactly, the right
+  hand is untouched, and the placed root_cam regenerates the placed meshes
+  (so stage 2's state, built from root_cam, sees the hands PenVol scores)."""
+  models = load_hand_models()
+  rng = np.random.default_rng(3)
+  rot = mano_jax.axis_angle_to_matrix(jnp.asarray(rng.normal(0, 0.4, (2, 2, 16, 3)),
+                                                  jnp.float32))
+  out = {'pose_6d': mano_jax.matrix_to_rot6d(rot),
+         'betas': jnp.asarray(rng.normal(0, 1, (2, 2, 10)), jnp.float32),
+         'root_cam': jnp.asarray([[[-0.04, 0, 0.8], [0.05, 0.01, 0.82]]] * 2, jnp.float32)}
+  rel_root = jnp.asarray(rng.normal(0, 0.05, (2, 3)), jnp.float32)
+  mesh = losses.mano_outputs(out, models, joints)
+  placed, root_cam = losses.place_by_rel_root(mesh, out['root_cam'], rel_root)
+  wr = np.asarray(placed['joints_cam'])[:, losses.WRIST::21]
+  np.testing.assert_allclose(wr[:, 1] - wr[:, 0], rel_root, atol=2e-6)
+  np.testing.assert_array_equal(placed['joints_cam'][:, :21], mesh['joints_cam'][:, :21])
+  np.testing.assert_array_equal(placed['vertices'][:, 0], mesh['vertices'][:, 0])
+  np.testing.assert_array_equal(root_cam[:, 0], out['root_cam'][:, 0])
+  again = losses.mano_outputs(dict(out, root_cam=root_cam), models, joints)
+  for k in ('joints_cam', 'vertices'):
+    np.testing.assert_allclose(again[k], placed[k], atol=2e-6)
+  np.testing.assert_allclose(placed['joints_rel'], mesh['joints_rel'])

@@ -36,7 +36,9 @@ def augment_config(config) -> pipeline.AugmentConfig:
 def make_forward(graphdef, joints: str = 'kinematic'):
   """Jitted eval-mode forward `forward(model_state, images_u8, priors, affine,
   focal, princpt, mano)` -> {'joints' (B, 42, 3) and 'verts' (B, 2, V, 3)
-  camera space, 'rel_root', 'pose_6d', 'betas', 'root_cam'}. `graphdef` and
+  camera space, 'rel_root', 'pose_6d', 'betas', 'root_cam'}, the left hand
+  placed by the relative-root head (losses.place_by_rel_root: joints,
+  meshes and root_cam agree with rel_root). `graphdef` and
   `model_state` are the Stage1 model's (nnx.split(model)). priors None:
   the inference path (F_fae); teacher maps: F_p. `joints`: the model's
   config.model.mano_joints (losses.mano_outputs)."""
@@ -48,8 +50,9 @@ def make_forward(graphdef, joints: str = 'kinematic'):
     out = model(normalize_images(images_u8), priors, affine=affine, focal=focal,
                 princpt=princpt)
     mesh = losses_lib.mano_outputs(out, mano, joints)
+    mesh, root_cam = losses_lib.place_by_rel_root(mesh, out['root_cam'], out['rel_root'])
     return {'joints': mesh['joints_cam'], 'verts': mesh['vertices'], 'rel_root': out['rel_root'],
-            'pose_6d': out['pose_6d'], 'betas': out['betas'], 'root_cam': out['root_cam']}
+            'pose_6d': out['pose_6d'], 'betas': out['betas'], 'root_cam': root_cam}
 
   return forward
 

@@ -55,29 +55,28 @@ def apply_stage2(pred: dict, repair_fn, models, batch: dict, boxes=None, *, seed
   predict). `boxes` (n, 2, 4) x_min, y_min, x_max, y_max px in the source
   image, right then left (detector or user boxes); None: each hand's
   projected predicted mesh. Returns (pred with repaired params, joints,
-  meshes and rel_root, gated (n,) bool); the repaired rel_root is stage
-  1's plus the repair's change of the left-minus-right root. `joints`: the
-  stage-1 model's (`stage1.mano_joints(config)`)."""
+  meshes and rel_root, repaired (n,) bool: the frames the repair changed,
+  info['repaired']); on repaired frames rel_root is
+  the repaired hands' left-minus-right wrist (stage 1's hands are placed by
+  its rel_root head, so that is its estimate plus the repair's change).
+  `joints`: the stage-1 model's (`stage1.mano_joints(config)`)."""
   params = {k: np.asarray(pred[k], np.float32) for k in repair_lib.KEYS}
   if boxes is None:
     boxes = np.asarray(repair_lib.boxes_from_params(params, models,
                                                     np.asarray(batch['focal'], np.float32),
                                                     np.asarray(batch['princpt'], np.float32)))
   fixed, info = repair_fn(params, np.asarray(boxes, np.float32), jax.random.key(seed))
-  gated = np.asarray(info['gated'])
+  gated = np.asarray(info.get('repaired', info['gated']))
   mesh = losses_lib.mano_outputs({k: fixed[k] for k in repair_lib.KEYS}, models, joints)
   out = dict(pred)
   for k in repair_lib.KEYS:
     out[k] = np.asarray(fixed[k], np.float64)
   out['joints'] = np.asarray(mesh['joints_cam'], np.float64)
   out['verts'] = np.asarray(mesh['vertices'], np.float64)
-  # The relative root keeps stage 1's own estimate (the rel_root head, what
-  # MRRPE scores) plus the displacement the repair applied to the left hand
-  # relative to the right; replacing it by the root_cam difference would
-  # swap the estimator on gated frames (154-164 mm MRRPE vs the head's
-  # 135-141 on the synthetic ablation) and charge that to stage 2.
-  before, after = np.asarray(pred['root_cam'], np.float64), out['root_cam']
-  moved = (after[:, 1] - after[:, 0]) - (before[:, 1] - before[:, 0])
-  out['rel_root'] = np.where(gated[:, None], np.asarray(pred['rel_root'], np.float64) + moved,
-                             pred['rel_root'])
+  # Stage 1's hands come placed by its relative-root head (their wrist
+  # joints differ by rel_root: stage1.make_forward), so the repaired hands'
+  # wrist difference is the repaired relative root, what MRRPE scores.
+  wrists = out['joints'][:, losses_lib.WRIST::21]
+  out['rel_root'] = np.where(gated[:, None], wrists[:, 1] - wrists[:, 0],
+                             np.asarray(pred['rel_root'], np.float64))
   return out, gated

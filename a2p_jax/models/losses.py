@@ -64,6 +64,24 @@ def mano_outputs(out, mano_models, joints: str = 'kinematic'):
           'vertices': jnp.stack(verts, 1)}
 
 
+def place_by_rel_root(mesh, root_cam, rel_root):
+  """The one two-hand placement of inference: the left hand moved so that
+  its wrist joint is the right wrist plus the relative-root head's
+  `rel_root` (B, 3), the estimator MRRPE scores. mesh: `mano_outputs`'s
+  dict; root_cam (B, 2, 3). Returns (mesh with the left joints and
+  vertices moved, root_cam with the left root moved by the same amount),
+  so meshes, joints, root_cam and rel_root all describe the same hands
+  (MRRPE from the joints == MRRPE from rel_root; PenVol and stage 2 see
+  those hands)."""
+  jc = mesh['joints_cam']
+  delta = jc[:, WRIST] + rel_root - jc[:, 21 + WRIST]  # (B, 3)
+  hand = jnp.stack([jnp.zeros_like(delta), delta], 1)  # (B, 2, 3)
+  joints_cam = jc + jnp.repeat(hand, 21, axis=1)
+  placed = {'joints_rel': mesh['joints_rel'], 'joints_cam': joints_cam,
+            'vertices': mesh['vertices'] + hand[:, :, None]}
+  return placed, root_cam + hand
+
+
 def stage1_loss(out, batch, mano_models, weights, joints: str = 'kinematic'):
   """(total, metrics). `batch`: a2p_jax.data.pipeline.process's fields,
   batched; `weights`: mapping with the keys of LOSS_TERMS; `joints`: the
