@@ -174,6 +174,68 @@ def _candidates_pair(va, vb, mesh_a, mesh_b, ids_a, ids_b, max_sq, cos_threshold
   _mark(vb, va, side_b, side_a, db, j_ba, lim, cos_threshold, ok_ba)
 
 
+@numba.njit(nogil=True, cache=True)
+def _loss_one_way(p, q, j, ok, max_sq, rho_sq, g_p, g_q):
+  """_one_way's value (float64) and its gradient, added into g_p and g_q:
+  gmof(r^2) over the marked pairs within the threshold, r^2 in float32 as
+  the jnp loss computes it."""
+  total = 0.0
+  for i in range(p.shape[0]):
+    if not ok[i]:
+      continue
+    k = j[i]
+    dx, dy, dz = p[i, 0] - q[k, 0], p[i, 1] - q[k, 1], p[i, 2] - q[k, 2]
+    r_sq = dx * dx + dy * dy + dz * dz  # float32
+    if not r_sq < max_sq:
+      continue
+    r = np.float64(r_sq)
+    den = r + rho_sq
+    total += rho_sq * r / den
+    g = 2.0 * rho_sq * rho_sq / (den * den)  # d gmof / d r^2, times d r^2 / d diff = 2 diff
+    gx, gy, gz = g * np.float64(dx), g * np.float64(dy), g * np.float64(dz)
+    g_p[i, 0] += gx
+    g_p[i, 1] += gy
+    g_p[i, 2] += gz
+    g_q[k, 0] -= gx
+    g_q[k, 1] -= gy
+    g_q[k, 2] -= gz
+  return total
+
+
+@numba.njit(nogil=True, cache=True)
+def _loss_pair(va, vb, mesh_a, mesh_b, ids_a, ids_b, max_sq, cos_threshold, rho_sq, loss, g_a,
+               g_b):
+  j_ab = np.empty(va.shape[0], np.int32)
+  ok_ab = np.empty(va.shape[0], np.bool_)
+  j_ba = np.empty(vb.shape[0], np.int32)
+  ok_ba = np.empty(vb.shape[0], np.bool_)
+  _candidates_pair(va, vb, mesh_a, mesh_b, ids_a, ids_b, max_sq, cos_threshold, j_ab, ok_ab,
+                   j_ba, ok_ba)
+  ga = np.zeros((va.shape[0], 3))
+  gb = np.zeros((vb.shape[0], 3))
+  total = (_loss_one_way(va, vb, j_ab, ok_ab, max_sq, rho_sq, ga, gb)
+           + _loss_one_way(vb, va, j_ba, ok_ba, max_sq, rho_sq, gb, ga))
+  loss[0] = total
+  for i in range(va.shape[0]):
+    for c in range(3):
+      g_a[i, c] = ga[i, c]
+  for i in range(vb.shape[0]):
+    for c in range(3):
+      g_b[i, c] = gb[i, c]
+
+
+def _loss_loop(prange):
+  def loop(va, vb, mesh_a, mesh_b, ids_a, ids_b, max_sq, cos_threshold, rho_sq, loss, g_a, g_b):
+    for n in prange(va.shape[0]):
+      _loss_pair(va[n], vb[n], mesh_a, mesh_b, ids_a, ids_b, max_sq, cos_threshold, rho_sq,
+                 loss[n:n + 1], g_a[n], g_b[n])
+  return loop
+
+
+_loss_serial = numba.njit(nogil=True, cache=True)(_loss_loop(range))
+_loss_parallel = numba.njit(nogil=True, cache=True, parallel=True)(_loss_loop(numba.prange))
+
+
 def _candidates_loop(prange):
   def loop(va, vb, mesh_a, mesh_b, ids_a, ids_b, max_sq, cos_threshold, j_ab, ok_ab, j_ba, ok_ba):
     for n in prange(va.shape[0]):
@@ -224,6 +286,54 @@ def _make_candidates_handler():
   return handler
 
 
+def _make_loss_handler():
+  threads = cpu_ffi.threads_ok()
+
+  @numba.cfunc(cpu_ffi.HANDLER_SIG)
+  def handler(frame):
+    if not cpu_ffi.begin(frame):
+      return cpu_ffi.null()
+    d_a, d_b = cpu_ffi.dims(frame, 0), cpu_ffi.dims(frame, 1)
+    d_ia, d_ib = cpu_ffi.dims(frame, 2), cpu_ffi.dims(frame, 3)
+    n, nv, nw = d_a[0], d_a[1], d_b[1]
+    va = numba.carray(cpu_ffi.data(frame, 0), (n, nv, 3), np.float32)
+    vb = numba.carray(cpu_ffi.data(frame, 1), (n, nw, 3), np.float32)
+    ia = numba.carray(cpu_ffi.data(frame, 2), (d_ia[0], d_ia[1]), np.int32)
+    ib = numba.carray(cpu_ffi.data(frame, 3), (d_ib[0], d_ib[1]), np.int32)
+    params = numba.carray(cpu_ffi.data(frame, 4), (3,), np.float32)
+    fa, fb = cpu_ffi.dims(frame, 5)[0], cpu_ffi.dims(frame, 8)[0]
+    mesh_a = (numba.carray(cpu_ffi.data(frame, 5), (fa, 3), np.int32),
+              numba.carray(cpu_ffi.data(frame, 6), (nv + 1,), np.int32),
+              numba.carray(cpu_ffi.data(frame, 7), (3 * fa,), np.int32))
+    mesh_b = (numba.carray(cpu_ffi.data(frame, 8), (fb, 3), np.int32),
+              numba.carray(cpu_ffi.data(frame, 9), (nw + 1,), np.int32),
+              numba.carray(cpu_ffi.data(frame, 10), (3 * fb,), np.int32))
+    loss = numba.carray(cpu_ffi.data(frame, 0, True), (n,), np.float32)
+    g_a = numba.carray(cpu_ffi.data(frame, 1, True), (n, nv, 3), np.float32)
+    g_b = numba.carray(cpu_ffi.data(frame, 2, True), (n, nw, 3), np.float32)
+    rho_sq = np.float64(params[2]) * np.float64(params[2])
+    if threads and n > 1:
+      _loss_parallel(va, vb, mesh_a, mesh_b, ia, ib, params[0], np.float64(params[1]), rho_sq,
+                     loss, g_a, g_b)
+    else:
+      _loss_serial(va, vb, mesh_a, mesh_b, ia, ib, params[0], np.float64(params[1]), rho_sq,
+                   loss, g_a, g_b)
+    return cpu_ffi.null()
+
+  return handler
+
+
+def _loss_grads_cpu(va, vb, faces_a, faces_b, params, ids_a, ids_b, inc_a, inc_b):
+  """(loss (N,), d loss / d va, d loss / d vb) from one kernel call: the
+  pairs as _candidates_cpu marks them, the loss and gradient of _one_way."""
+  n, nv, nw = va.shape[0], va.shape[1], vb.shape[1]
+  shapes = (jax.ShapeDtypeStruct((n,), jnp.float32),
+            jax.ShapeDtypeStruct((n, nv, 3), jnp.float32),
+            jax.ShapeDtypeStruct((n, nw, 3), jnp.float32))
+  return tuple(cpu_ffi.call('a2p_collision_loss', _make_loss_handler, shapes, va, vb, ids_a,
+                            ids_b, params, faces_a, *inc_a, faces_b, *inc_b))
+
+
 def _candidates_cpu(va, vb, faces_a, faces_b, params, ids_a, ids_b, inc_a, inc_b):
   n, nv, nw = va.shape[0], va.shape[1], vb.shape[1]
   shapes = (jax.ShapeDtypeStruct((n, nv), jnp.int32), jax.ShapeDtypeStruct((n, nv), jnp.bool_),
@@ -235,13 +345,57 @@ def _candidates_cpu(va, vb, faces_a, faces_b, params, ids_a, ids_b, inc_a, inc_b
 # --- the loss ------------------------------------------------------------------
 
 
-def _one_way(p, q, j, ok, dist_threshold, rho):
+def _one_way(p, q, j, ok, max_sq, rho):
   """Loss from vertices p penetrating the surface sampled by q; j (P,): the
-  nearest q of each p; ok (P,): normals oppose and p is behind q's plane."""
+  nearest q of each p; ok (P,): normals oppose and p is behind q's plane;
+  max_sq: the squared distance threshold."""
   diff = p - q[j]  # recomputed exactly so the gradient is the true one
   r_sq = jnp.sum(diff * diff, -1)
-  hit = (r_sq < dist_threshold ** 2) & ok
+  hit = (r_sq < max_sq) & ok
   return jnp.sum(jnp.where(hit, gmof(r_sq, rho), 0.0))
+
+
+def _dense_loss(va, vb, faces_a, faces_b, params):
+  """(N,) loss of the dense search's pairs, plain jnp (any order of
+  differentiation). params: (squared distance threshold, cos threshold, rho)."""
+  cand = _candidates_dense(jax.lax.stop_gradient(va), jax.lax.stop_gradient(vb), faces_a,
+                           faces_b, params[:2])
+
+  def pair(a, b, j_ab, ok_ab, j_ba, ok_ba):
+    return (_one_way(a, b, j_ab, ok_ab, params[0], params[2])
+            + _one_way(b, a, j_ba, ok_ba, params[0], params[2]))
+
+  return jax.vmap(pair)(va, vb, *cand)
+
+
+def _dense_loss_grads(va, vb, faces_a, faces_b, params, *_):
+  loss, pullback = jax.vjp(lambda a, b: _dense_loss(a, b, faces_a, faces_b, params), va, vb)
+  return (loss,) + pullback(jnp.ones_like(loss))
+
+
+def _loss_grads(va, vb, aux):
+  return cpu_ffi.on_cpu(_loss_grads_cpu, _dense_loss_grads, va, vb, *aux)
+
+
+@jax.custom_vjp
+def _first_order_loss(va, vb, aux):
+  """Float32 loss (N,) whose gradient comes with the value (one kernel call
+  on the CPU); differentiable once, in reverse mode. aux: (faces_a,
+  faces_b, params, ids_a, ids_b, incidence_a, incidence_b)."""
+  return _loss_grads(va, vb, aux)[0]
+
+
+def _first_order_fwd(va, vb, aux):
+  value, ga, gb = _loss_grads(va, vb, aux)
+  return value, (ga, gb)
+
+
+def _first_order_bwd(res, ct):
+  ga, gb = res
+  return ct[:, None, None] * ga, ct[:, None, None] * gb, None
+
+
+_first_order_loss.defvjp(_first_order_fwd, _first_order_bwd)
 
 
 def collision_loss(verts_a, faces_a, verts_b, faces_b, *, dist_threshold=0.02,
@@ -286,18 +440,9 @@ def _collision_jit(verts_a, faces_a, verts_b, faces_b, prune, dist_threshold, co
   vb = jnp.broadcast_to(verts_b, batch + verts_b.shape[-2:]).reshape((-1,) + verts_b.shape[-2:])
   dtype = jnp.result_type(va.dtype, vb.dtype)
   params = jnp.stack([jnp.square(jnp.asarray(dist_threshold, jnp.float32)),
-                      jnp.asarray(cos_threshold, jnp.float32)])
-  stopped = (jax.lax.stop_gradient(va), jax.lax.stop_gradient(vb), faces_a, faces_b, params)
-  if dtype == jnp.float32:
-    (ids_a, inc_a), (ids_b, inc_b) = prune
-    j_ab, ok_ab, j_ba, ok_ba = cpu_ffi.on_cpu(
-        _candidates_cpu, lambda *a: _candidates_dense(*a[:5]), *stopped, ids_a, ids_b, inc_a,
-        inc_b)
-  else:
-    j_ab, ok_ab, j_ba, ok_ba = _candidates_dense(*stopped)
-
-  def pair(a, b, j_ab, ok_ab, j_ba, ok_ba):
-    return (_one_way(a, b, j_ab, ok_ab, dist_threshold, rho)
-            + _one_way(b, a, j_ba, ok_ba, dist_threshold, rho))
-
-  return jax.vmap(pair)(va, vb, j_ab, ok_ab, j_ba, ok_ba).reshape(batch)
+                      jnp.asarray(cos_threshold, jnp.float32), jnp.asarray(rho, jnp.float32)])
+  if dtype != jnp.float32:
+    return _dense_loss(va, vb, faces_a, faces_b, params).reshape(batch)
+  (ids_a, inc_a), (ids_b, inc_b) = prune
+  aux = (faces_a, faces_b, params, ids_a, ids_b, inc_a, inc_b)
+  return _first_order_loss(va, vb, aux).reshape(batch)
