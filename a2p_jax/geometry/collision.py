@@ -416,7 +416,10 @@ def collision_loss(verts_a, faces_a, verts_b, faces_b, *, dist_threshold=0.02,
   each other, i.e. each out of the other hand.
 
   On the CPU the pairs come from a pruned exact search (nearest.py) with
-  float64 normals, elsewhere from the dense search; the pairs are the same
+  float64 normals, and for float32 inputs the value and its gradient from
+  that same kernel call (differentiable once, in reverse mode; float64
+  inputs take the plain jnp loss, any order). Elsewhere the pairs come from
+  the dense search; the pairs are the same
   (a float32 normal could flip a test whose cosine or depth is within ~1e-7
   of its threshold, as it can between batch sizes).
   """
