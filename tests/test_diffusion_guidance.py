@@ -144,3 +144,33 @@ def test_false_positives_of_the_gate_come_back_unchanged(setup, monkeypatch):
   err = np.linalg.norm(v_out - v_in, axis=-1).max((1, 2))
   assert np.all(err[N:] < 1e-4), err
   assert np.all(err[:N] > 1e-3), err  # the penetrating pairs did move
+
+
+def test_pull_back_moves_only_as_far_as_needed(setup):
+  """A 'repair' that throws the left hand 30 cm away is pulled back along
+  the same path to where the hands just stop penetrating (within the
+  bisection's 0.3 mm): no vertex deeper than min_depth, the hands still in
+  contact; a repair that still penetrates is returned as it is."""
+  s, models = setup, setup['models']
+  cfg = diffusion_tiny.get_config('test').collision
+  before = {k: np.asarray(v[:N]) for k, v in s['batch'].items()}
+  away = {k: np.array(v) for k, v in before.items()}
+  away['root_cam'][:, 1] += np.float32([0.3, 0.0, 0.0])
+  min_depth = 1e-3
+  got = jax.jit(lambda b, a: repair_lib.pull_back(b, a, models, cfg, min_depth, 10))(before, away)
+  got = {k: np.asarray(v) for k, v in got.items()}
+  a, b = state_lib.meshes(got, models)
+  fr, fl = models[0].faces, models[1].faces
+  assert np.all(np.asarray(geometry.penetration_depth(a, fr, b, fl)) <= min_depth)
+  assert np.all(np.asarray(geometry.hand_gap(a, fr, b, fl)) < 0.003)
+  # Least: 0.3 m / 2^10 less along the path, the hands still penetrate.
+  moved = got['root_cam'][:, 1, 0] - before['root_cam'][:, 1, 0]
+  assert np.all(moved < 0.1), moved  # centimetres, not the 30 cm of the repair
+  less = {k: np.array(v) for k, v in got.items()}
+  less['root_cam'][:, 1, 0] -= 0.3 / 1024
+  a, b = state_lib.meshes(less, models)
+  assert np.all(np.asarray(geometry.penetration_depth(a, fr, b, fl)) > min_depth)
+  np.testing.assert_allclose(got['root_cam'][:, 0], before['root_cam'][:, 0])
+  same = jax.jit(lambda b: repair_lib.pull_back(b, b, models, cfg, min_depth, 10))(before)
+  for k in repair_lib.KEYS:
+    np.testing.assert_allclose(np.asarray(same[k]), before[k], atol=2e-6)

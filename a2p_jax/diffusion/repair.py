@@ -50,6 +50,8 @@ def make_sample_fn(graphdef, config, models):
   s = config.sampling
   keep = state_lib.part_mask(s.get('keep', ''))
   keep = keep if keep.any() else None
+  pullback_steps = int(s.get('pullback_steps', 0))
+  min_depth = float(config.gate.get('min_depth_mm', 0.0)) / 1000.0
 
   def sample(model_state, stats, params, key):
     model = nnx.merge(graphdef, model_state)
@@ -69,9 +71,36 @@ def make_sample_fn(graphdef, config, models):
                                 max_step=s.guidance_max_step,
                                 refine_steps=int(s.final_steps) if use_guidance else 0,
                                 refine_lambda=s.final_scale, x_init=x_init, keep=keep)
-    return state_lib.from_state(state_lib.denormalize(z, stats), root_right)
+    out = state_lib.from_state(state_lib.denormalize(z, stats), root_right)
+    if pullback_steps:
+      out = pull_back(params, out, models, config.collision, min_depth, pullback_steps)
+    return out
 
   return sample
+
+
+def pull_back(before, after, models, collision_cfg, min_depth: float, steps: int):
+  """The least displacement along the repair: the state moved from
+  `before` toward `after` only as far as needed to stop penetrating,
+  X = X_c + a (X_r - X_c) with a in [0, 1] the smallest (bisection,
+  `steps` exact depth tests) whose hands penetrate no deeper than
+  min_depth (m). Hands that touched keep touching instead of ending a
+  centimetre apart; a repair that still penetrates (a = 1) is kept."""
+  root_right = before['root_cam'][:, 0]
+  x_c, x_r = state_lib.to_state(before), state_lib.to_state(after)
+  b = x_c.shape[0]
+
+  def at(a):
+    return state_lib.from_state(x_c + a[:, None] * (x_r - x_c), root_right)
+
+  def body(_, bounds):
+    lo, hi = bounds
+    mid = 0.5 * (lo + hi)
+    bad = guidance_lib.penetrating(at(mid), models, collision_cfg, 'depth', min_depth)
+    return jnp.where(bad, mid, lo), jnp.where(bad, hi, mid)
+
+  _, hi = jax.lax.fori_loop(0, steps, body, (jnp.zeros((b,)), jnp.ones((b,))))
+  return at(hi)
 
 
 def make_repair(graphdef, model_state, stats, models, config):
