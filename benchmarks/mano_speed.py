@@ -20,6 +20,7 @@ import argparse
 import importlib.util
 import os
 import platform
+import resource
 import tempfile
 
 import jax
@@ -60,8 +61,17 @@ def jax_fns(model, batch, rng):
   fwd_bwd = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
   jax.block_until_ready(fwd(pose, betas))
   jax.block_until_ready(fwd_bwd(pose, betas))
+  # XLA:CPU allocates a program's temporaries as one block per call; past
+  # glibc's largest mmap threshold (32 MB) that block is mmapped afresh and
+  # page-faulted in on every call (batch 1024 fwd+bwd sits just under it).
+  temp_mb = {kind: f.lower(pose, betas).compile().memory_analysis().temp_size_in_bytes / 1e6
+             for kind, f in (('fwd', fwd), ('fwd+bwd', fwd_bwd))}
   return ({'fwd': lambda: fwd(pose, betas), 'fwd+bwd': lambda: fwd_bwd(pose, betas)},
-          (pose, betas, wv, wj))
+          (pose, betas, wv, wj), temp_mb)
+
+
+def minor_faults():
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def work(model, batch, nb=10):
@@ -147,12 +157,12 @@ def main(argv=None):
   args = ap.parse_args(argv)
   model = mano_jax.load_procedural('right').astype(jnp.float32)
   rng = np.random.default_rng(0)
-  rows = []
+  rows, memory = [], []
   torch_info = 'not installed'
   load_before = load_average()
   with tempfile.TemporaryDirectory() as tmp:
     for batch in (int(b) for b in args.batches.split(',')):
-      fns, inputs = jax_fns(model, batch, rng)
+      fns, inputs, temp_mb = jax_fns(model, batch, rng)
       counts = work(model, batch)
       ref = torch_fns(model, batch, inputs, tmp)
       if ref is not None:
@@ -166,7 +176,10 @@ def main(argv=None):
         t = interleaved_median_s(pair, reps, warmup=0)
         mj, mt = 1e3 * t['jax'], 1e3 * t.get('ref', float('nan'))
         # Latency on its own (back-to-back calls, warm caches).
+        faults = minor_faults()
         alone = 1e3 * median_s(fns[kind], 3 * reps, warmup=0)
+        memory.append(f'{batch} {kind} {temp_mb[kind]:.1f} MB, '
+                      f'{(minor_faults() - faults) / (3 * reps):.0f} faults')
         rows.append((batch, kind, mj, alone, mt, mt / mj) + counts[kind])
   flops_rate, read_rate = machine_rates()
   print(f'# mano_jax vs smplx.MANO  ({platform.processor() or platform.machine()}, '
@@ -183,6 +196,8 @@ def main(argv=None):
   print('mano_jax/smplx columns: medians of calls alternating between the two; '
         '(alone): mano_jax called back to back. GFLOP, MB moved: counted per call '
         '(see `work`); GFLOP/s over the mano_jax ms column.')
+  print('mano_jax compiled temporaries and minor page faults per call (alone): '
+        + '; '.join(memory) + '.')
   print(f'floor = max(math GFLOP / matmul rate, MB / read rate); this run: matmul '
         f'{flops_rate / 1e9:.0f} GFLOP/s ((1024, 145) @ (145, 2499)), read '
         f'{read_rate / 1e9:.1f} GB/s (sum of 64 MB). Load average (1, 5, 15 min) '

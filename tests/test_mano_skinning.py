@@ -153,3 +153,37 @@ def test_forward_mode_through_the_staged_functions():
   _, vjp = jax.vjp(lambda p: mano_jax.forward(model, p).vertices, pose)
   w = jnp.ones_like(tangent)
   np.testing.assert_allclose(jnp.sum(tangent * w), jnp.sum(vjp(w)[0] * pose), rtol=1e-4)
+
+
+def _dot_shapes(fn, *args):
+  """Output shapes of the dots in fn's compiled program (loop bodies included)."""
+  import re
+  txt = jax.jit(fn).lower(*args).compile().as_text()
+  return {tuple(int(d) for d in s.split(',')) for s in
+          re.findall(r'= f32\[([0-9,]+)\]\{[^}]*\} dot\(', txt)}
+
+
+def test_pose_gradients_compile_without_model_cotangents():
+  """The custom VJP returns cotangents for the model arrays too (dirs, template,
+  weights; summed over chunks in the scan carry). Differentiating w.r.t. pose
+  and betas only, XLA drops them, scan carry included, so their matmuls (as
+  costly as the forward's) are not run and no symbolic-zero path is needed.
+  Guarded here: the dots of shape (K, 3 V) and (V, J) appear only when the
+  model arrays are differentiated as well."""
+  import dataclasses
+  model = mano_jax.load_procedural('right').astype(jnp.float32)
+  n, nv, nj = 130, model.num_vertices, model.num_joints
+  rng = np.random.default_rng(4)
+  pose = jnp.asarray(rng.normal(0, 0.5, (n, 48)), jnp.float32)
+  betas = jnp.asarray(rng.normal(0, 1, (n, 10)), jnp.float32)
+  target = jnp.asarray(rng.normal(0, 0.1, (n, nv, 3)), jnp.float32)
+
+  def loss(posedirs_cf, weights, pose, betas, target):
+    m = dataclasses.replace(model, posedirs_cf=posedirs_cf, weights=weights)
+    return jnp.sum((mano_jax.forward(m, pose, betas).vertices - target) ** 2)
+
+  args = (model.posedirs_cf, model.weights, pose, betas, target)
+  k = 10 + 9 * (nj - 1)
+  model_cot = {(k, 3 * nv), (3 * nv, k), (nv, nj), (nj, nv)}
+  assert not model_cot & _dot_shapes(jax.grad(loss, (2, 3)), *args)
+  assert model_cot & _dot_shapes(jax.grad(loss, (0, 1, 2, 3)), *args)
