@@ -262,17 +262,17 @@ def skin(model: ManoModel, v_rest, rot, g_rot, g_pos, j_rest):
   rot_f = flat(rot, 3)
   v_cf = jnp.swapaxes(flat(v_rest, 2), -1, -2)
   pd_cf = _cf(model.posedirs_cf, model.posedirs, v_cf.dtype)
-  v_posed = v_cf + (_pose_features(rot_f) @ pd_cf.T).reshape(v_cf.shape)
+  v_posed = v_cf + (_pose_features(rot_f) @ pd_cf).reshape(v_cf.shape)
   out = _blend_cf(model, v_posed, flat(g_rot, 3), flat(g_pos, 2), flat(j_rest, 2))
   return jnp.swapaxes(out, -1, -2).reshape(batch + out.shape[-1:] + (3,))
 
 
 def _cf(cached, dirs, dtype):
-  """(V, 3, K) blend shapes as a (3 V, K) matrix, rows ordered (xyz, vertex)."""
+  """(V, 3, K) blend shapes as a (K, 3 V) matrix, columns ordered (xyz, vertex)."""
   if cached is not None:
     return jnp.asarray(cached, dtype)
   d = jnp.asarray(dirs, dtype)
-  return jnp.swapaxes(d, 0, 1).reshape(3 * d.shape[0], -1)
+  return jnp.transpose(d, (2, 1, 0)).reshape(d.shape[-1], -1)
 
 
 def _pose_features(rot):
@@ -305,8 +305,8 @@ def _skin_flat(model: ManoModel, betas, rot, g_rot, g_pos, j_rest, transl):
   dtype = betas.dtype
   # Shape and pose blend shapes in one matmul: [betas, R - I] @ [S; P]^T.
   dirs_t = jnp.concatenate(
-      [_cf(model.shapedirs_cf, model.shapedirs, dtype)[:, :betas.shape[-1]],
-       _cf(model.posedirs_cf, model.posedirs, dtype)], 1).T
+      [_cf(model.shapedirs_cf, model.shapedirs, dtype)[:betas.shape[-1]],
+       _cf(model.posedirs_cf, model.posedirs, dtype)], 0)
   coeffs = jnp.concatenate([betas, _pose_features(rot)], 1)
   return skinning.blend_and_skin(
       coeffs, _skinning_rows(g_rot, g_pos, j_rest), transl, dirs_t,

@@ -46,9 +46,12 @@ class ManoModel:
   hands_components: jax.Array
   hands_mean: jax.Array
   # Derived layouts, filled by `with_derived` (make_model, load, replace):
-  # posedirs / shapedirs as (3 V, K) matrices with rows ordered (xyz, vertex)
-  # for the channels-first skinning in lbs, and the joint regressor applied
-  # to the template and the shape blend shapes. None -> computed on the fly.
+  # posedirs / shapedirs as (K, 3 V) matrices with columns ordered (xyz,
+  # vertex), the layout the channels-first skinning in lbs multiplies by
+  # (nothing transposed per call: inside a scan or while loop, where the
+  # model arrays are loop operands rather than constants, XLA would redo a
+  # transpose every iteration), and the joint regressor applied to the
+  # template and the shape blend shapes. None -> computed on the fly.
   posedirs_cf: Optional[jax.Array] = None
   shapedirs_cf: Optional[jax.Array] = None
   J_template: Optional[jax.Array] = None
@@ -89,8 +92,8 @@ class ManoModel:
     nv = vt.shape[0]
     return dataclasses.replace(
         self,
-        posedirs_cf=np.ascontiguousarray(pd.transpose(1, 0, 2).reshape(3 * nv, -1)),
-        shapedirs_cf=np.ascontiguousarray(sd.transpose(1, 0, 2).reshape(3 * nv, -1)),
+        posedirs_cf=np.ascontiguousarray(pd.transpose(2, 1, 0).reshape(-1, 3 * nv)),
+        shapedirs_cf=np.ascontiguousarray(sd.transpose(2, 1, 0).reshape(-1, 3 * nv)),
         J_template=jr @ vt,
         J_shapedirs=np.einsum('jv,vcb->jcb', jr, sd))
 
