@@ -8,7 +8,11 @@ CPU, about 15 minutes (stage 2 at half the tiny config's steps and pairs).
 2. trains stage 1 (a2p_jax/configs/synthetic_tiny.py) with the priors distilled
    into the FAE;
 3. trains the stage-2 diffusion model (a2p_jax/configs/diffusion_tiny.py) on
-   ground-truth pairs perturbed until the hands interpenetrate;
+   ground-truth pairs perturbed until the hands interpenetrate mixed half
+   and half with stage 1's own penetrating predictions on the train split
+   (its checkpoints at every saved step, weaker to final), and repairs with
+   the pull-back (sampling.pullback_steps: hands moved only as far as
+   needed to stop penetrating);
 4. scores the test split with stage 1 alone and with stage 2's gated
    repair, under both protocols, and writes the reports with pictures.
 
@@ -46,6 +50,37 @@ def _headline(rows) -> str:
   return '\n'.join(out)
 
 
+PULLBACK_STEPS = 8
+
+
+def stage1_pairs(workdir: str, root: str, path: str) -> str:
+  """Pairs (ii) for stage 2: every saved checkpoint's penetrating
+  predictions on the train split with their ground truth, in one .npz
+  (made once; the stage-1 run is only read)."""
+  if os.path.exists(path):
+    return path
+  from a2p_jax.build_pairs import stage1_predict_fn
+  from a2p_jax.data import open_source
+  from a2p_jax.data.hands import load_hand_models
+  from a2p_jax.diffusion import pairs as pairs_lib
+  models = load_hand_models(None)
+  ds = open_source('synthetic', root, 'train')
+  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
+  gts, conds = [], []
+  for step in steps:
+    g, c = pairs_lib.prediction_pairs(stage1_predict_fn(workdir, step=step), ds, models,
+                                      min_depth_m=1e-3, progress=False)
+    print(f'stage-1 step {step}: {len(g["betas"])} of {len(ds)} train images penetrate',
+          flush=True)
+    gts.append(g)
+    conds.append(c)
+  g, c = pairs_lib.concat(*gts), pairs_lib.concat(*conds)
+  tmp = path + '.tmp.npz'
+  pairs_lib.save(tmp, g, c, source=[1] * len(g['betas']))
+  os.replace(tmp, path)
+  return path
+
+
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   ap.add_argument('--out', default='demo_out')
@@ -73,16 +108,22 @@ def main(argv=None):
   t_stage1 = time.time() - t0
   root = os.path.join(w1, 'data', 'synthetic')
 
-  # 3. Stage 2 on the same synthetic set's ground truth.
+  # 3. Stage 2 on the same synthetic set: perturbed ground truth + stage 1's
+  # own penetrating predictions (pairs (ii)); repairs pulled back to contact.
+  print('\n== stage 2: pairs from stage 1\'s predictions ==', flush=True)
+  t0 = time.time()
+  pairs_file = stage1_pairs(w1, root, os.path.join(out, 'stage1_pairs.npz'))
   c2 = diffusion_tiny.get_config()
   c2.data.root = root
+  c2.data.stage1_pairs_file = pairs_file
+  c2.data.stage1_fraction = 0.5
+  c2.sampling.pullback_steps = PULLBACK_STEPS
   if args.stage2_steps:
     c2.num_train_steps = args.stage2_steps
   if args.stage2_pairs:
     c2.data.num_pairs = args.stage2_pairs
   w2 = os.path.join(out, 'stage2')
   print('\n== stage 2: penetrating pairs, diffusion training ==', flush=True)
-  t0 = time.time()
   r2 = stage2.train_and_evaluate(c2, w2)
   t_stage2 = time.time() - t0
 
