@@ -14,29 +14,13 @@ ground truth, 1 stage-1 prediction). The stage-1 workdir is only read.
 
 import argparse
 import sys
-from typing import Optional
 
 import numpy as np
 
 from a2p_jax.data import open_source
 from a2p_jax.data.hands import load_hand_models
 from a2p_jax.diffusion import pairs as pairs_lib
-from a2p_jax.inference.stage1 import augment_config, eval_batch, load_stage1
-
-
-def stage1_predict_fn(workdir: str, mano_dir: Optional[str] = None, step: Optional[int] = None):
-  """predict_fn for `pairs.prediction_pairs` from a stage-1 training workdir
-  (its newest checkpoint, or `step`: an earlier, weaker one): each reader
-  example cropped around its hands as in evaluation (no augmentation), the
-  checkpoint's inference path (FAE, no teacher)."""
-  config, predict_batch, _, models = load_stage1(workdir, step=step, mano_dir=mano_dir)
-  cfg = augment_config(config)
-
-  def predict(examples):
-    out = predict_batch(eval_batch(examples, cfg, models))
-    return {k: out[k] for k in pairs_lib.KEYS}
-
-  return predict
+from a2p_jax.inference.stage1 import params_predict_fn as stage1_predict_fn
 
 
 def main(argv=None):

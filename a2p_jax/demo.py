@@ -59,16 +59,16 @@ def stage1_pairs(workdir: str, root: str, path: str) -> str:
   (made once; the stage-1 run is only read)."""
   if os.path.exists(path):
     return path
-  from a2p_jax.build_pairs import stage1_predict_fn
   from a2p_jax.data import open_source
   from a2p_jax.data.hands import load_hand_models
   from a2p_jax.diffusion import pairs as pairs_lib
+  from a2p_jax.inference.stage1 import params_predict_fn
   models = load_hand_models(None)
   ds = open_source('synthetic', root, 'train')
   steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
   gts, conds = [], []
   for step in steps:
-    g, c = pairs_lib.prediction_pairs(stage1_predict_fn(workdir, step=step), ds, models,
+    g, c = pairs_lib.prediction_pairs(params_predict_fn(workdir, step=step), ds, models,
                                       min_depth_m=1e-3, progress=False)
     print(f'stage-1 step {step}: {len(g["betas"])} of {len(ds)} train images penetrate',
           flush=True)

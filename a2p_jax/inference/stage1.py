@@ -106,6 +106,23 @@ def load_stage1(workdir: str, *, step: Optional[int] = None, mano_dir: Optional[
   return config, predict, r.step, models
 
 
+def params_predict_fn(workdir: str, mano_dir: Optional[str] = None,
+                      step: Optional[int] = None):
+  """predict_fn(list of reader examples) -> {'pose_6d', 'betas', 'root_cam'}
+  numpy, from a stage-1 training workdir (its newest checkpoint, or `step`:
+  an earlier, weaker one), for stage-2 pairs (a2p_jax.diffusion.pairs.
+  prediction_pairs): each example cropped around its hands as in
+  evaluation (no augmentation), the inference path (FAE, no teacher)."""
+  config, predict_batch, _, models = load_stage1(workdir, step=step, mano_dir=mano_dir)
+  cfg = augment_config(config)
+
+  def predict(examples):
+    out = predict_batch(eval_batch(examples, cfg, models))
+    return {k: out[k] for k in ('pose_6d', 'betas', 'root_cam')}
+
+  return predict
+
+
 def eval_batch(examples, cfg: pipeline.AugmentConfig, models, join=None) -> dict:
   """Reader examples -> the model inputs of evaluation: centred crops of
   the two-hand box, no augmentation (`pipeline.process`, training=False);
