@@ -204,11 +204,9 @@ def _loss_one_way(p, q, j, ok, max_sq, rho_sq, g_p, g_q):
 
 @numba.njit(nogil=True, cache=True)
 def _loss_pair(va, vb, mesh_a, mesh_b, ids_a, ids_b, max_sq, cos_threshold, rho_sq, loss, g_a,
-               g_b):
-  j_ab = np.empty(va.shape[0], np.int32)
-  ok_ab = np.empty(va.shape[0], np.bool_)
-  j_ba = np.empty(vb.shape[0], np.int32)
-  ok_ba = np.empty(vb.shape[0], np.bool_)
+               g_b, j_ab, ok_ab, j_ba, ok_ba):
+  """One pair: its marked pairs (_candidates_pair) into j_*/ok_*, then the
+  loss into loss[0] and its gradient into g_a, g_b."""
   _candidates_pair(va, vb, mesh_a, mesh_b, ids_a, ids_b, max_sq, cos_threshold, j_ab, ok_ab,
                    j_ba, ok_ba)
   ga = np.zeros((va.shape[0], 3))
@@ -225,65 +223,16 @@ def _loss_pair(va, vb, mesh_a, mesh_b, ids_a, ids_b, max_sq, cos_threshold, rho_
 
 
 def _loss_loop(prange):
-  def loop(va, vb, mesh_a, mesh_b, ids_a, ids_b, max_sq, cos_threshold, rho_sq, loss, g_a, g_b):
+  def loop(va, vb, mesh_a, mesh_b, ids_a, ids_b, max_sq, cos_threshold, rho_sq, loss, g_a, g_b,
+           j_ab, ok_ab, j_ba, ok_ba):
     for n in prange(va.shape[0]):
       _loss_pair(va[n], vb[n], mesh_a, mesh_b, ids_a, ids_b, max_sq, cos_threshold, rho_sq,
-                 loss[n:n + 1], g_a[n], g_b[n])
+                 loss[n:n + 1], g_a[n], g_b[n], j_ab[n], ok_ab[n], j_ba[n], ok_ba[n])
   return loop
 
 
 _loss_serial = numba.njit(nogil=True, cache=True)(_loss_loop(range))
 _loss_parallel = numba.njit(nogil=True, cache=True, parallel=True)(_loss_loop(numba.prange))
-
-
-def _candidates_loop(prange):
-  def loop(va, vb, mesh_a, mesh_b, ids_a, ids_b, max_sq, cos_threshold, j_ab, ok_ab, j_ba, ok_ba):
-    for n in prange(va.shape[0]):
-      _candidates_pair(va[n], vb[n], mesh_a, mesh_b, ids_a, ids_b, max_sq, cos_threshold,
-                       j_ab[n], ok_ab[n], j_ba[n], ok_ba[n])
-  return loop
-
-
-_candidates_serial = numba.njit(nogil=True, cache=True)(_candidates_loop(range))
-_candidates_parallel = numba.njit(nogil=True, cache=True, parallel=True)(
-    _candidates_loop(numba.prange))
-
-
-def _make_candidates_handler():
-  threads = cpu_ffi.threads_ok()
-
-  @numba.cfunc(cpu_ffi.HANDLER_SIG)
-  def handler(frame):
-    if not cpu_ffi.begin(frame):
-      return cpu_ffi.null()
-    d_a, d_b = cpu_ffi.dims(frame, 0), cpu_ffi.dims(frame, 1)
-    d_ia, d_ib = cpu_ffi.dims(frame, 2), cpu_ffi.dims(frame, 3)
-    n, nv, nw = d_a[0], d_a[1], d_b[1]
-    va = numba.carray(cpu_ffi.data(frame, 0), (n, nv, 3), np.float32)
-    vb = numba.carray(cpu_ffi.data(frame, 1), (n, nw, 3), np.float32)
-    ia = numba.carray(cpu_ffi.data(frame, 2), (d_ia[0], d_ia[1]), np.int32)
-    ib = numba.carray(cpu_ffi.data(frame, 3), (d_ib[0], d_ib[1]), np.int32)
-    params = numba.carray(cpu_ffi.data(frame, 4), (2,), np.float32)
-    fa, fb = cpu_ffi.dims(frame, 5)[0], cpu_ffi.dims(frame, 8)[0]
-    mesh_a = (numba.carray(cpu_ffi.data(frame, 5), (fa, 3), np.int32),
-              numba.carray(cpu_ffi.data(frame, 6), (nv + 1,), np.int32),
-              numba.carray(cpu_ffi.data(frame, 7), (3 * fa,), np.int32))
-    mesh_b = (numba.carray(cpu_ffi.data(frame, 8), (fb, 3), np.int32),
-              numba.carray(cpu_ffi.data(frame, 9), (nw + 1,), np.int32),
-              numba.carray(cpu_ffi.data(frame, 10), (3 * fb,), np.int32))
-    j_ab = numba.carray(cpu_ffi.data(frame, 0, True), (n, nv), np.int32)
-    ok_ab = numba.carray(cpu_ffi.data(frame, 1, True), (n, nv), np.bool_)
-    j_ba = numba.carray(cpu_ffi.data(frame, 2, True), (n, nw), np.int32)
-    ok_ba = numba.carray(cpu_ffi.data(frame, 3, True), (n, nw), np.bool_)
-    if threads and n > 1:
-      _candidates_parallel(va, vb, mesh_a, mesh_b, ia, ib, params[0], np.float64(params[1]),
-                           j_ab, ok_ab, j_ba, ok_ba)
-    else:
-      _candidates_serial(va, vb, mesh_a, mesh_b, ia, ib, params[0], np.float64(params[1]),
-                         j_ab, ok_ab, j_ba, ok_ba)
-    return cpu_ffi.null()
-
-  return handler
 
 
 def _make_loss_handler():
@@ -311,35 +260,47 @@ def _make_loss_handler():
     loss = numba.carray(cpu_ffi.data(frame, 0, True), (n,), np.float32)
     g_a = numba.carray(cpu_ffi.data(frame, 1, True), (n, nv, 3), np.float32)
     g_b = numba.carray(cpu_ffi.data(frame, 2, True), (n, nw, 3), np.float32)
+    j_ab = numba.carray(cpu_ffi.data(frame, 3, True), (n, nv), np.int32)
+    ok_ab = numba.carray(cpu_ffi.data(frame, 4, True), (n, nv), np.bool_)
+    j_ba = numba.carray(cpu_ffi.data(frame, 5, True), (n, nw), np.int32)
+    ok_ba = numba.carray(cpu_ffi.data(frame, 6, True), (n, nw), np.bool_)
     rho_sq = np.float64(params[2]) * np.float64(params[2])
     if threads and n > 1:
       _loss_parallel(va, vb, mesh_a, mesh_b, ia, ib, params[0], np.float64(params[1]), rho_sq,
-                     loss, g_a, g_b)
+                     loss, g_a, g_b, j_ab, ok_ab, j_ba, ok_ba)
     else:
       _loss_serial(va, vb, mesh_a, mesh_b, ia, ib, params[0], np.float64(params[1]), rho_sq,
-                   loss, g_a, g_b)
+                   loss, g_a, g_b, j_ab, ok_ab, j_ba, ok_ba)
     return cpu_ffi.null()
 
   return handler
 
 
-def _loss_grads_cpu(va, vb, faces_a, faces_b, params, ids_a, ids_b, inc_a, inc_b):
-  """(loss (N,), d loss / d va, d loss / d vb) from one kernel call: the
-  pairs as _candidates_cpu marks them, the loss and gradient of _one_way."""
+def _kernel_cpu(va, vb, faces_a, faces_b, params, ids_a, ids_b, inc_a, inc_b):
+  """The CPU kernel, one call: (loss (N,), d loss / d va, d loss / d vb,
+  j_ab, ok_ab, j_ba, ok_ba). params: (squared distance threshold, cos
+  threshold, rho)."""
   n, nv, nw = va.shape[0], va.shape[1], vb.shape[1]
   shapes = (jax.ShapeDtypeStruct((n,), jnp.float32),
             jax.ShapeDtypeStruct((n, nv, 3), jnp.float32),
-            jax.ShapeDtypeStruct((n, nw, 3), jnp.float32))
+            jax.ShapeDtypeStruct((n, nw, 3), jnp.float32),
+            jax.ShapeDtypeStruct((n, nv), jnp.int32), jax.ShapeDtypeStruct((n, nv), jnp.bool_),
+            jax.ShapeDtypeStruct((n, nw), jnp.int32), jax.ShapeDtypeStruct((n, nw), jnp.bool_))
   return tuple(cpu_ffi.call('a2p_collision_loss', _make_loss_handler, shapes, va, vb, ids_a,
                             ids_b, params, faces_a, *inc_a, faces_b, *inc_b))
 
 
+def _loss_grads_cpu(*args):
+  """(loss, d loss / d va, d loss / d vb) of _one_way over the pairs the
+  kernel marks."""
+  return _kernel_cpu(*args)[:3]
+
+
 def _candidates_cpu(va, vb, faces_a, faces_b, params, ids_a, ids_b, inc_a, inc_b):
-  n, nv, nw = va.shape[0], va.shape[1], vb.shape[1]
-  shapes = (jax.ShapeDtypeStruct((n, nv), jnp.int32), jax.ShapeDtypeStruct((n, nv), jnp.bool_),
-            jax.ShapeDtypeStruct((n, nw), jnp.int32), jax.ShapeDtypeStruct((n, nw), jnp.bool_))
-  return tuple(cpu_ffi.call('a2p_collision_candidates', _make_candidates_handler, shapes, va, vb,
-                            ids_a, ids_b, params, faces_a, *inc_a, faces_b, *inc_b))
+  """(j_ab, ok_ab, j_ba, ok_ba) the kernel marks; params: (squared distance
+  threshold, cos threshold)."""
+  params = jnp.concatenate([params[:2], jnp.ones((1,), params.dtype)])
+  return _kernel_cpu(va, vb, faces_a, faces_b, params, ids_a, ids_b, inc_a, inc_b)[3:]
 
 
 # --- the loss ------------------------------------------------------------------
