@@ -63,7 +63,11 @@ def main(argv=None):
   ap.add_argument('--frames', type=int, default=200, help='synthetic frames (x4 cameras)')
   ap.add_argument('--stage2_steps', type=int, default=0, help='0: a2p_jax/configs/diffusion_tiny.py')
   ap.add_argument('--stage2_pairs', type=int, default=0, help='0: a2p_jax/configs/diffusion_tiny.py')
-  ap.add_argument('--stage2', default='', help='an existing stage-2 workdir to use instead')
+  ap.add_argument('--stage2', default='',
+                  help="an existing stage-2 workdir to use instead; 'none': no stage-2 rows")
+  ap.add_argument('--rows', default='',
+                  help="only these rows, by prior groups, ';'-separated (e.g. "
+                  "'keypoint,segmentation,depth': the full model only); default every row")
   ap.add_argument('--stage2_keep', default=None,
                   help="the repair's sampling.keep (default: the stage-2 checkpoint's config)")
   ap.add_argument('--seed', type=int, default=0,
@@ -100,8 +104,15 @@ def main(argv=None):
     precompute.precompute('oracle', InterHand26M(root, 'test', progress=False), test_priors,
                           source_info={'dataset': 'synthetic', 'root': root, 'split': 'test'})
 
+  rows = ROWS
+  if args.rows:
+    wanted = [r.strip() for r in args.rows.split(';')]
+    unknown = sorted(set(wanted) - {g for _, g in ROWS})
+    if unknown:
+      ap.error(f'--rows: unknown rows {unknown}; known: {[g for _, g in ROWS]}')
+    rows = [r for r in ROWS if r[1] in wanted]
   results, timings = [], {}
-  for name, groups in ROWS:
+  for name, groups in rows:
     c = config(groups)
     c.data.root = root
     tag = groups.replace(',', '+') or 'none'
@@ -117,7 +128,9 @@ def main(argv=None):
   full = workdir
 
   w2 = args.stage2
-  if not w2:
+  if w2 == 'none':
+    pass
+  elif not w2:
     c2 = diffusion_tiny.get_config()
     c2.data.root = root
     c2.progress = False
@@ -130,12 +143,13 @@ def main(argv=None):
     t0 = time.time()
     stage2.train_and_evaluate(c2, w2)
     timings['stage 2'] = time.time() - t0
-  summ = eval_run.evaluate_checkpoint(full, os.path.join(out, 'eval_stage1+2'), root=root,
-                                      split='test', stage2=w2,
-                                      stage2_sampling=(None if args.stage2_keep is None else
-                                                       {'keep': args.stage2_keep}))
-  results.append(('+ penetration diffusion' + (f' (keep {args.stage2_keep})'
-                                               if args.stage2_keep else ''), summ))
+  if w2 != 'none':
+    summ = eval_run.evaluate_checkpoint(full, os.path.join(out, 'eval_stage1+2'), root=root,
+                                        split='test', stage2=w2,
+                                        stage2_sampling=(None if args.stage2_keep is None else
+                                                         {'keep': args.stage2_keep}))
+    results.append(('+ penetration diffusion' + (f' (keep {args.stage2_keep})'
+                                                 if args.stage2_keep else ''), summ))
   summ = eval_run.evaluate_checkpoint(full, os.path.join(out, 'eval_teacher_at_inference'),
                                       root=root, split='test', priors=test_priors)
   results.append(('full, oracle teacher at inference (F_p, not F_fae)', summ))

@@ -58,6 +58,15 @@ def proxy_depth(params, models, cfg):
   return jax.lax.stop_gradient(pairs_mod.map_pairs(pair, vr, vl))
 
 
+def depth(params, models):
+  """Penetration depth (...,) in m of camera-space parameters: the deepest
+  vertex of either hand inside the other's sealed mesh (exact inside tests,
+  geometry.penetration_depth); 0 when the hands do not penetrate."""
+  vr, vl = state_lib.meshes(params, models)
+  return geometry.penetration_depth(vr, np.asarray(models[0].faces, np.int32), vl,
+                                    np.asarray(models[1].faces, np.int32))
+
+
 def penetrating(params, models, cfg, detector: str = 'collision', min_depth: float = 0.0):
   """Penetration gate (...,) bool: some vertex more than min_depth (m) inside
   the other hand. 'collision': among the collision loss's pairs (nearest
@@ -67,7 +76,5 @@ def penetrating(params, models, cfg, detector: str = 'collision', min_depth: flo
   if detector == 'collision':
     return proxy_depth(params, models, cfg) > max(min_depth, 1e-6)
   if detector == 'depth':
-    vr, vl = state_lib.meshes(params, models)
-    return geometry.penetration_depth(vr, np.asarray(models[0].faces, np.int32), vl,
-                                      np.asarray(models[1].faces, np.int32)) > min_depth
+    return depth(params, models) > min_depth
   raise ValueError(f"detector must be 'collision' or 'depth', got {detector!r}")

@@ -14,7 +14,10 @@ cost follows the number of penetrating pairs. The gate's detector is cheap
 and fires on some touching hands; with config.gate.verify (default on) a
 gated pair keeps its repair only when the exact test (a vertex more than
 gate.min_depth_mm inside the other sealed mesh) agrees, so a false positive
-costs time, never accuracy: it comes back exactly as it went in. info:
+costs time, never accuracy: it comes back exactly as it went in. Verify
+also keeps a repair only when its hands penetrate less deeply than the
+input's (a weak model's "repair" can make things worse; such a pair comes
+back unchanged too). info:
 {'gated', 'iou', 'penetrating', 'repaired'} (B,) bool.
 """
 
@@ -116,10 +119,11 @@ def make_repair(graphdef, model_state, stats, models, config):
   min_depth = float(config.gate.get('min_depth_mm', 0.0)) / 1000.0
   verify = bool(config.gate.get('verify', True)) and detector != 'depth'
 
-  def accept(p):
+  def accept(before, after):
     if not verify:
-      return jnp.ones(p['root_cam'].shape[:1], bool)
-    return guidance_lib.penetrating(p, models, config.collision, 'depth', min_depth)
+      return jnp.ones(before['root_cam'].shape[:1], bool)
+    d_in = guidance_lib.depth(before, models)
+    return (d_in > min_depth) & (guidance_lib.depth(after, models) < d_in)
 
   @jax.jit
   def repair(model_state, stats, params, boxes, key):
@@ -145,8 +149,8 @@ def _gated_chunks(sample, params, gate, key, cap: int, accept=None):
   indices are gathered into fixed-size chunks and a while loop runs
   ceil(num_gated / cap) of them (0 when nothing is gated), so the cost
   follows the number of penetrating pairs, not the batch size; ungated pairs
-  keep their input values exactly. accept(chunk params) -> (cap,) bool: a
-  gated pair it rejects keeps its input values exactly too. Returns (params,
+  keep their input values exactly. accept(chunk params, their repair) ->
+  (cap,) bool: a gated pair it rejects keeps its input values exactly too. Returns (params,
   repaired (B,) bool)."""
   b = gate.shape[0]
   n_chunks = -(-b // cap)
@@ -166,7 +170,8 @@ def _gated_chunks(sample, params, gate, key, cap: int, accept=None):
     if accept is not None:
       # Under a cond (true whenever the loop runs): else XLA hoists the exact
       # test's constant set-up out of the loop, paid on clean batches too.
-      ok = valid & jax.lax.cond(jnp.any(valid), accept, lambda p: jnp.zeros((cap,), bool), sub)
+      ok = valid & jax.lax.cond(jnp.any(valid), accept, lambda p, r: jnp.zeros((cap,), bool),
+                                sub, rep)
     put = jnp.where(ok, idx, b)  # padding and rejected pairs: dropped, they keep their input
     out = jax.tree.map(lambda o, r: o.at[put].set(r, mode='drop'), out, rep)
     return out, done.at[put].set(True, mode='drop')
