@@ -5,22 +5,24 @@
         --num N [--dataset interhand26m] [--mano_dir DIR] [--seed S]
     # (ii) a (weaker) stage-1 checkpoint's penetrating predictions
     python -m a2p_jax.build_pairs --root DIR --split train --out FILE.npz \
-        --stage1_workdir STAGE1_WORKDIR [--stage1_step STEP] [--max_examples M]
+        --stage1_workdir STAGE1_WORKDIR [--stage1_step all|S1,S2,..] [--max_examples M]
 
 The .npz holds gt_{pose_6d,betas,root_cam} and cond_{...} (stage-1
 parameter convention, a2p_jax/diffusion/state.py) and `source` (0 perturbed
-ground truth, 1 stage-1 prediction). The stage-1 workdir is only read.
+ground truth, 1 stage-1 prediction). The stage-1 workdir is only read;
+with several checkpoints each one's pairs are kept beside FILE
+(FILE.step<S>.npz) as they are made, so an interrupted run resumes.
 """
 
 import argparse
+import os
 import sys
 
-import numpy as np
 
 from a2p_jax.data import open_source
 from a2p_jax.data.hands import load_hand_models
 from a2p_jax.diffusion import pairs as pairs_lib
-from a2p_jax.inference.stage1 import params_predict_fn as stage1_predict_fn
+from a2p_jax.inference import pairs as stage1_pairs_lib
 
 
 def main(argv=None):
@@ -39,8 +41,9 @@ def main(argv=None):
   p.add_argument('--stage1_workdir', default=None,
                  help='instead: pairs of this stage-1 checkpoint\'s penetrating predictions '
                       '(over --max_examples examples; --num is ignored)')
-  p.add_argument('--stage1_step', type=int, default=None,
-                 help='with --stage1_workdir: this checkpoint step instead of the newest')
+  p.add_argument('--stage1_step', default=None,
+                 help="with --stage1_workdir: 'all' (every saved checkpoint: weaker to final, "
+                 "as the paper) or comma-separated steps; default the newest")
   args = p.parse_args(argv)
   if args.stage1_workdir is None and args.num is None:
     p.error('--num is required (or --stage1_workdir for stage-1 prediction pairs)')
@@ -49,10 +52,18 @@ def main(argv=None):
   models = load_hand_models(args.mano_dir)
   ds = open_source(args.dataset, args.root, args.split, mano_dir=args.mano_dir)
   if args.stage1_workdir:
-    g, c = pairs_lib.prediction_pairs(
-        stage1_predict_fn(args.stage1_workdir, args.mano_dir, args.stage1_step), ds, models,
-        max_examples=args.max_examples, min_depth_m=args.min_depth_mm / 1000.0)
-    pairs_lib.save(args.out, g, c, source=np.ones(len(g['betas'])))
+    steps = args.stage1_step
+    if steps is not None and steps != 'all':
+      try:
+        steps = [int(x) for x in steps.split(',')]
+      except ValueError:
+        p.error(f"--stage1_step: 'all' or comma-separated integers, got {args.stage1_step!r}")
+    if os.path.exists(args.out):
+      p.error(f'--out {args.out} exists (remove it to rebuild)')
+    g, _ = stage1_pairs_lib.stage1_pairs(
+        args.stage1_workdir, ds, models, args.out, steps=steps, mano_dir=args.mano_dir,
+        max_examples=args.max_examples, min_depth_m=args.min_depth_mm / 1000.0, progress=True,
+        log=lambda m: print(m, flush=True))
     print(f'wrote {len(g["betas"])} stage-1 prediction pairs to {args.out}', flush=True)
     return 0
   gt = pairs_lib.ground_truth(ds, models, max_examples=args.max_examples)

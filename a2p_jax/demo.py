@@ -57,27 +57,11 @@ def stage1_pairs(workdir: str, root: str, path: str) -> str:
   """Pairs (ii) for stage 2: every saved checkpoint's penetrating
   predictions on the train split with their ground truth, in one .npz
   (made once; the stage-1 run is only read)."""
-  if os.path.exists(path):
-    return path
   from a2p_jax.data import open_source
   from a2p_jax.data.hands import load_hand_models
-  from a2p_jax.diffusion import pairs as pairs_lib
-  from a2p_jax.inference.stage1 import params_predict_fn
-  models = load_hand_models(None)
-  ds = open_source('synthetic', root, 'train')
-  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
-  gts, conds = [], []
-  for step in steps:
-    g, c = pairs_lib.prediction_pairs(params_predict_fn(workdir, step=step), ds, models,
-                                      min_depth_m=1e-3, progress=False)
-    print(f'stage-1 step {step}: {len(g["betas"])} of {len(ds)} train images penetrate',
-          flush=True)
-    gts.append(g)
-    conds.append(c)
-  g, c = pairs_lib.concat(*gts), pairs_lib.concat(*conds)
-  tmp = path + '.tmp.npz'
-  pairs_lib.save(tmp, g, c, source=[1] * len(g['betas']))
-  os.replace(tmp, path)
+  from a2p_jax.inference.pairs import stage1_pairs as make
+  make(workdir, open_source('synthetic', root, 'train'), load_hand_models(None), path,
+       steps='all', log=lambda m: print(m, flush=True))
   return path
 
 

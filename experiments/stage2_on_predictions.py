@@ -39,26 +39,17 @@ def prediction_pairs(ablation: str, steps, out: str) -> str:
   """Pairs (ii) of every row checkpoint of an ablation run (cached per checkpoint)."""
   from a2p_jax.data.hands import load_hand_models
   from a2p_jax.data.interhand26m import InterHand26M
-  from a2p_jax import build_pairs
   from a2p_jax.diffusion import pairs as pairs_lib
+  from a2p_jax.inference.pairs import stage1_pairs
   path = os.path.join(out, 'pairs_stage1_steps_' + '_'.join(map(str, steps)) + '.npz')
   if os.path.exists(path):
     return path
-  root = os.path.join(ablation, 'data', 'synthetic')
   models = load_hand_models(None)
-  ds = InterHand26M(root, 'train', progress=False)
-  parts = []
-  for row in ROWS:
-    for step in steps:
-      part = os.path.join(out, 'pairs', f'{row}_{step}.npz')
-      if not os.path.exists(part):
-        t = time.time()
-        fn = build_pairs.stage1_predict_fn(os.path.join(ablation, 'stage1_' + row), step=step)
-        g, c = pairs_lib.prediction_pairs(fn, ds, models, progress=False, min_depth_m=1e-3)
-        pairs_lib.save(part, g, c, source=np.ones(len(g['betas'])))
-        print(f'pairs (ii) {row} step {step}: {len(g["betas"])} of {len(ds)} train images '
-              f'penetrate ({time.time() - t:.0f} s)', flush=True)
-      parts.append(pairs_lib.load(part)[:2])
+  ds = InterHand26M(os.path.join(ablation, 'data', 'synthetic'), 'train', progress=False)
+  parts = [stage1_pairs(os.path.join(ablation, 'stage1_' + row), ds, models,
+                        os.path.join(out, 'pairs', f'{row}.npz'), steps=steps,
+                        log=lambda m, row=row: print(f'{row}: {m}', flush=True))
+           for row in ROWS]
   g = pairs_lib.concat(*[p[0] for p in parts])
   c = pairs_lib.concat(*[p[1] for p in parts])
   pairs_lib.save(path, g, c, source=np.ones(len(g['betas'])))

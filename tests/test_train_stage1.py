@@ -293,3 +293,39 @@ def test_eval_on_freihand(trained, tmp_path):
   assert 0 <= summary['freihand/f5'] <= summary['freihand/f15'] <= 1
   doc = json.load(open(tmp_path / 'eval' / 'report.json'))
   assert doc['step'] == 20 and doc['protocols'] == ['freihand']
+
+
+def test_stage1_pairs_of_every_checkpoint(trained, data, tmp_path):
+  """`build_pairs --stage1_step all` writes the penetrating predictions of
+  every saved checkpoint (10 and 20) with their ground truth: exactly the
+  concatenation of each checkpoint's own prediction_pairs, one part file
+  per checkpoint beside the output; the run is only read; a missing step
+  and an existing output are errors naming them."""
+  from a2p_jax import build_pairs
+  from a2p_jax.data import open_source
+  from a2p_jax.data.hands import load_hand_models
+  from a2p_jax.diffusion import pairs as pairs_lib
+  from a2p_jax.inference.stage1 import params_predict_fn
+  workdir = trained[0]
+  before = tiny_training.tree_digest(workdir)
+  out = str(tmp_path / 'p.npz')
+  args = ['--root', data['root'], '--dataset', 'synthetic', '--out', out, '--stage1_workdir',
+          workdir, '--max_examples', '6', '--min_depth_mm', '0']
+  assert build_pairs.main(args + ['--stage1_step', 'all']) == 0
+  gt, cond, source = pairs_lib.load(out)
+  models = load_hand_models(None)
+  ds = open_source('synthetic', data['root'], 'train')
+  want = [pairs_lib.prediction_pairs(params_predict_fn(workdir, step=s), ds, models,
+                                     max_examples=6, progress=False) for s in (10, 20)]
+  assert len(gt['betas']) == sum(len(w[0]['betas']) for w in want) > 0
+  for k in pairs_lib.KEYS:
+    np.testing.assert_array_equal(gt[k], np.concatenate([w[0][k] for w in want]))
+    np.testing.assert_array_equal(cond[k], np.concatenate([w[1][k] for w in want]))
+  assert np.all(source == 1)
+  assert sorted(os.listdir(tmp_path)) == ['p.npz', 'p.step10.npz', 'p.step20.npz']
+  assert tiny_training.tree_digest(workdir) == before
+  with pytest.raises(SystemExit):
+    build_pairs.main(args)  # the output exists
+  with pytest.raises(ckpt_lib.CheckpointError, match=r'step\(s\) \[15\]'):
+    build_pairs.main(args[:-8] + ['--out', str(tmp_path / 'q.npz'), '--stage1_workdir',
+                                  workdir, '--stage1_step', '10,15'])

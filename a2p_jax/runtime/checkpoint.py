@@ -179,11 +179,17 @@ def restore_exact(mngr: ocp.CheckpointManager, state_like: Any, step: Optional[i
   return step, unflatten(got['state'], state_like), got['meta']
 
 
+def checkpoint_steps(workdir: str) -> list:
+  """The steps of WORKDIR/checkpoints, ascending (folders named by a step)."""
+  root = os.path.join(workdir, 'checkpoints')
+  return sorted(int(s) for s in os.listdir(root) if s.isdigit()) if os.path.isdir(root) else []
+
+
 def read_meta(workdir: str, step: Optional[int] = None) -> tuple:
   """(step, meta dict) of a checkpoint without building a model (the model's
   config and prior channels live there)."""
   root = os.path.join(workdir, 'checkpoints')
-  steps = sorted(int(s) for s in os.listdir(root) if s.isdigit()) if os.path.isdir(root) else []
+  steps = checkpoint_steps(workdir)
   if not steps:
     raise CheckpointError(f'no checkpoint in {os.path.abspath(root)} '
                           f'(train first, or give the workdir of a training run)')
