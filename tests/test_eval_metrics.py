@@ -188,3 +188,29 @@ def test_apply_stage2_moves_rel_root_by_the_repair():
   moved = (out['joints'][0, 21:] - rel_root[0]) - (out['joints'][1, 21:] - rel_root[1])
   np.testing.assert_allclose(moved, np.broadcast_to(shift, moved.shape), atol=1e-6)
   np.testing.assert_allclose(out['joints'][0, :21], out['joints'][1, :21], atol=1e-9)
+
+
+def test_contact_kept_counts_gt_touching_interacting_frames():
+  """contact_kept = share of the interacting frames whose GT hands touch
+  (gap < 2 mm, penetrating included) that the prediction keeps touching;
+  single-hand frames and GT hands apart do not count; hand_gap_cm is 0 for
+  penetrating hands, the distance for separate ones, NaN without a mesh."""
+  import mano_jax
+  from a2p_jax.data.hands import load_hand_models
+  right, _ = load_hand_models()
+  f = np.asarray(right.faces)
+  vr = np.asarray(mano_jax.forward(right, np.zeros(48)).vertices)
+  span = vr[:, 0].max() - vr[:, 0].min()
+  pairs = np.stack([np.stack([vr, vr + [0.004, 0, 0]]),            # penetrating
+                    np.stack([vr, vr + [span + 0.05, 0, 0]]),      # >= 5 cm apart
+                    np.stack([vr, np.full_like(vr, np.nan)])])     # no left mesh
+  gap = metrics.hand_gap_cm(pairs, f, f)
+  assert gap[0] == 0 and gap[1] >= 5 and np.isnan(gap[2])
+  hand_type = np.array(['interacting'] * 5 + ['right'])
+  gt = np.zeros((6, 42, 3))
+  res = metrics.interwild_per_sample(gt, gt, np.ones((6, 42)), hand_type)
+  res['gt_gap_cm'] = np.array([0.0, 0.1, 0.19, 3.0, np.nan, 0.0])
+  res['gap_cm'] = np.array([0.05, 1.0, 0.0, 0.0, 0.0, 5.0])
+  s = metrics.summarize(res)
+  assert s['count_contact'] == 3
+  np.testing.assert_allclose(s['contact_kept'], 2 / 3)

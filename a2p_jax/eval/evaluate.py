@@ -185,7 +185,7 @@ def score(examples: Sequence[dict], predict: Callable[[Sequence[dict]], dict], m
           check_dark: bool = True, progress: bool = True) -> Dict[str, np.ndarray]:
   """Per-sample results of both protocols (see metrics) over `examples`,
   plus 'annot_id' and, with `penetration`, PenVol/PenDist/gap of the
-  predicted meshes on interacting frames. `predict(chunk_examples)` ->
+  predicted meshes and the gap of the GT meshes on interacting frames. `predict(chunk_examples)` ->
   {'joints' (n, 42, 3) m, 'verts' (n, 2, V, 3) m or None, optional
   'rel_root' (n, 3) m (else the predicted wrists' difference)}."""
   faces = [np.asarray(m.faces, np.int32) for m in models]
@@ -223,9 +223,11 @@ def score(examples: Sequence[dict], predict: Callable[[Sequence[dict]], dict], m
       # Only interacting frames are scored (and computed: PenVol costs ~30 ms a pair).
       ih = np.flatnonzero(gt['hand_type'] == 'interacting')
       pen = {'penvol_cm3': np.full(len(exs), np.nan), 'pendist_cm': np.full(len(exs), np.nan),
-             'gap_cm': np.full(len(exs), np.nan), 'close': np.zeros(len(exs), bool)}
+             'gap_cm': np.full(len(exs), np.nan), 'close': np.zeros(len(exs), bool),
+             'gt_gap_cm': np.full(len(exs), np.nan)}
       if len(ih):
         got = metrics.penetration_per_sample(np.nan_to_num(pv[ih]), faces[0], faces[1])
+        got['gt_gap_cm'] = metrics.hand_gap_cm(gt['verts'][ih], faces[0], faces[1])
         for k in pen:
           pen[k][ih] = got[k]
       res.update(pen)

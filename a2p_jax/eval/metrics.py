@@ -180,6 +180,21 @@ def penetration_per_sample(pred_verts, faces_right, faces_left, *, chunk: int = 
           'gap_cm': gap_m * 100, 'close': gap_m < prox_threshold}
 
 
+CONTACT_CM = 0.2  # hands closer than 2 mm (or penetrating) are in contact
+
+
+def hand_gap_cm(verts, faces_right, faces_left, *, chunk: int = 32) -> np.ndarray:
+  """Gap (N,) cm between the hands of each pair (N, 2, V, 3) m (0 when they
+  penetrate); NaN where a hand's vertices are not finite (no mesh)."""
+  v = np.asarray(verts, np.float32)
+  ok = np.isfinite(v).all((1, 2, 3))
+  v = np.where(ok[:, None, None, None], v, 0.0)
+  gap = [np.asarray(geometry.hand_gap(v[i:i + chunk, 0], faces_right, v[i:i + chunk, 1],
+                                      faces_left)) for i in range(0, len(v), chunk)]
+  gap = np.concatenate(gap).astype(np.float64) * 100 if len(v) else np.zeros(0)
+  return np.where(ok, gap, np.nan)
+
+
 def _nanmean(x) -> float:
   x = np.asarray(x, np.float64)
   x = x[np.isfinite(x)]
@@ -248,4 +263,8 @@ def summarize(res: Dict[str, np.ndarray], mask: Optional[np.ndarray] = None) -> 
     out['penvol_cm3'] = _nanmean(res['penvol_cm3'][ih_all])
     out['pendist_cm'] = _nanmean(res['pendist_cm'][ih_all])
     out['prox_ratio'] = _nanmean(res['close'][ih_all].astype(np.float64))
+  if 'gt_gap_cm' in res:  # contact kept: GT-touching interacting frames predicted touching
+    touch = res['interacting'] & mask & (res['gt_gap_cm'] < CONTACT_CM)
+    out['count_contact'] = int(touch.sum())
+    out['contact_kept'] = _nanmean(res['gap_cm'][touch] < CONTACT_CM)
   return out

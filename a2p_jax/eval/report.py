@@ -40,6 +40,9 @@ KEY_TABLE = (
      'InterHand2.6M v1.0_5fps test: interacting, hand_type_valid, both fits, not dark'),
     ('penvol_cm3, pendist_cm, prox_ratio', 'PenVol / PenDist / ProxRatio',
      'A2P Table 1 (plausibility)', 'interacting frames of the split scored'),
+    ('contact_kept', 'share of GT-touching pairs (gap < 2 mm) predicted touching',
+     "none (this project's check that a repair keeps contact)",
+     'interacting frames whose GT meshes touch (count_contact)'),
 )
 
 
@@ -77,10 +80,11 @@ def markdown(summary: Dict[str, float], meta: dict) -> str:
             f"{_fmt(s.get('intaghand/mpjpe_right'))} | {_fmt(s.get('intaghand/mpjpe_left'))} | "
             f"{_fmt(s.get('intaghand/mpvpe_right'))} | {_fmt(s.get('intaghand/mpvpe_left'))} |"]
   if 'penvol_cm3' in s:
-    lines += ['', '| interacting frames | PenVol (cm^3) | PenDist (cm) | ProxRatio |',
-              '|---|---:|---:|---:|',
+    lines += ['', '| interacting frames | PenVol (cm^3) | PenDist (cm) | ProxRatio | '
+              'contact kept |', '|---|---:|---:|---:|---:|',
               f"| predictions | {_fmt(s['penvol_cm3'], 3)} | {_fmt(s['pendist_cm'], 3)} | "
-              f"{_fmt(s['prox_ratio'], 3)} |"]
+              f"{_fmt(s['prox_ratio'], 3)} | {_fmt(s.get('contact_kept'), 3)} "
+              f"(of {s.get('count_contact', 0)}) |"]
   lines += ['', 'Which number is which:', '', key_table(), '']
   return '\n'.join(lines)
 
