@@ -51,6 +51,7 @@ tested elsewhere are listed here, not repeated.
 | infer | corrupt image, bad boxes | InferenceError naming the file/flag | test_train_stage1::test_infer_writes_hands_meshes_and_overlays |
 | infer | empty/truncated image, missing checkpoint, non-positive focal | InferenceError / CheckpointError; --out untouched | here |
 | python -m a2p_jax.build_pairs | no --num for perturbed pairs, --stage1_step without --stage1_workdir | usage error naming the flag, nothing written | here |
+| train stage 2 (a2p_diffusion.py) | no stage-1 prediction pairs while stage1_fraction > 0; a pairs file that does not exist | ValueError / FileNotFoundError naming the config field and the command that builds them, before anything is read | here |
 """
 
 import json
@@ -674,6 +675,24 @@ def test_pairs_cli_flags(tmp_path, capsys, args, message):
     build_pairs.main(['--root', str(tmp_path / 'nowhere'), '--out', str(out)] + args)
   assert e.value.code == 2 and message in capsys.readouterr().err
   assert not out.exists()
+
+
+@pytest.mark.parametrize('file, error, match', [
+    ('', ValueError, r'stage1_pairs_file is empty: build them with `python -m a2p_jax.build_pairs'),
+    ('missing.npz', FileNotFoundError, r'stage1_pairs_file=.*missing.npz'),
+])
+def test_paper_stage2_needs_stage1_pairs(tmp_path, file, error, match):
+  """The paper's stage-2 config trains with stage-1 prediction pairs: without
+  a pairs file it stops before reading any data, naming the field and the
+  command that builds them."""
+  from a2p_jax.configs import a2p_diffusion
+  from a2p_jax.train import stage2
+  c = a2p_diffusion.get_config()
+  c.data.root = str(tmp_path / 'nowhere')
+  c.data.stage1_pairs_file = str(tmp_path / file) if file else ''
+  with pytest.raises(error, match=match):
+    stage2.load_pairs(c, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
 
 
 @pytest.mark.parametrize('name', ['synthetic_tiny', 'a2p_interhand26m', 'diffusion_tiny',

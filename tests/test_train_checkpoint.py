@@ -151,3 +151,14 @@ def test_all_processes_agree(tmp_path):
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, err[-2000:]
     assert out.strip().splitlines()[-1] == '[True, False, False, True]'
+
+
+def test_keep_period_keeps_weaker_checkpoints(tmp_path):
+  """max_to_keep 2 with keep_period 4: steps 4 and 8 survive beside the two
+  newest (stage 2's pairs (ii) come from such weaker checkpoints), and
+  checkpoint_steps lists what is on disk."""
+  mngr = ckpt.manager(str(tmp_path), max_to_keep=2, async_save=False, keep_period=4)
+  for step in range(1, 11):
+    ckpt.save(mngr, step, _state(step), None, {})
+  mngr.wait_until_finished()
+  assert ckpt.checkpoint_steps(str(tmp_path)) == [4, 8, 9, 10]

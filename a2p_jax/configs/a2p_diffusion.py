@@ -5,11 +5,18 @@ model that repairs penetrating two-hand MANO parameters.
         --config.data.root=/data/InterHand2.6M --config.data.mano_dir=/data/mano \
         --config.data.pairs_file=pairs_train.npz
 
-Pairs: `python -m a2p_jax.diffusion.pairs --root DIR --split train --out
-pairs_train.npz --num N --mano_dir DIR` (perturbed ground truth); with no
-pairs_file they are built into WORKDIR/data on first use. A file of
-stage-1 prediction pairs (a2p_jax.diffusion.pairs.prediction_pairs) mixes
-in with config.data.stage1_pairs_file and config.data.stage1_fraction.
+        --config.data.stage1_pairs_file=pairs_stage1.npz
+
+Two kinds of pairs, half of each batch from each (data.stage1_fraction):
+(i) perturbed ground truth, `python -m a2p_jax.build_pairs --root DIR
+--split train --out pairs_train.npz --num N --mano_dir DIR` (with no
+pairs_file they are built into WORKDIR/data on first use); (ii) the
+penetrating predictions of the stage-1 run's checkpoints, weaker to final,
+`python -m a2p_jax.build_pairs --root DIR --split train --out
+pairs_stage1.npz --stage1_workdir STAGE1_WORKDIR --stage1_step all
+--mano_dir DIR`. Pairs (ii) are required: trained on (i) alone, stage 2
+barely repairs real stage-1 outputs (benchmarks/results.md); training
+without them takes --config.data.stage1_fraction=0.
 `get_config('test')`: a few steps of a tiny model, for tests.
 """
 
@@ -42,10 +49,11 @@ def base() -> ml_collections.ConfigDict:
   c.data.num_pairs = 50_000         # pairs to build when pairs_file is ''
   c.data.max_examples = 0           # ground truths read for building (0: all)
   c.data.pairs_min_depth_mm = 1.0
-  c.data.stage1_pairs_file = ''     # stage-1 prediction pairs (.npz) or ''
-  # Share of each batch drawn from them (if given). On synthetic stage-1
-  # outputs (results.md): 0 -> PenVol 1.6-1.8x lower; 0.5 -> 5-17x, MRRPE
-  # +3 / +12 mm; 1.0 -> 13-60x, MRRPE +15 / +23 mm.
+  c.data.stage1_pairs_file = ''     # stage-1 prediction pairs (.npz): required when
+                                    #   stage1_fraction > 0 (build_pairs --stage1_workdir)
+  # Share of each batch drawn from them. On synthetic stage-1 outputs
+  # (results.md, 2026-12-02): 0 -> PenVol 1.6-1.8x lower; 0.5 -> 5-17x,
+  # MRRPE +3 / +12 mm (without the pull-back); 1.0 -> 13-60x.
   c.data.stage1_fraction = 0.5
 
   c.model = ml_collections.ConfigDict()

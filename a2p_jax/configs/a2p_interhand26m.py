@@ -38,6 +38,7 @@ def get_config(arg=None):
   c.data.prior_groups = 'keypoint,segmentation,depth'   # paper: F_k, F_s, F_d
   # --- Our choices (the paper does not give them).
   c.num_epochs = 7.0                # InterWild: end_epoch 7 with its lr drop at epoch 4, as A2P's
+  c.keep_period = 10_000            # ours: weaker checkpoints kept for stage 2's pairs (ii)
   c.optim.weight_decay = 1e-4       # ours: AdamW's decay is not given (InterWild: Adam, none)
   c.optim.warmup_steps = 0          # ours: none (InterWild has none)
   c.optim.grad_clip = 0.0           # ours: none (InterWild has none)

@@ -13,6 +13,8 @@ def base() -> ml_collections.ConfigDict:
   c.log_every = 100
   c.checkpoint_every = 2000
   c.keep_checkpoints = 3
+  c.keep_period = 0             # > 0: checkpoints at multiples of this step are never deleted
+                                #   (weaker checkpoints for stage-2 pairs (ii))
   c.async_checkpoints = True
   c.image_every = 2000          # TensorBoard pictures of predictions; 0: off
   c.progress = True

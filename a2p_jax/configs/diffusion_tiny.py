@@ -22,6 +22,8 @@ def get_config(arg=None):
   c.data.dataset = 'synthetic'
   c.data.synthetic_frames = 400
   c.data.num_pairs = 2000
+  c.data.stage1_fraction = 0.0     # perturbed pairs only: needs no stage-1 run (the demo and
+                                   #   experiments/stage2_on_predictions.py add pairs (ii))
   c.model.latent_dim = 128
   c.model.num_layers = 3
   c.model.num_heads = 4

@@ -36,12 +36,14 @@ def has_checkpoint(workdir: str) -> bool:
   return bool(ocp.utils.checkpoint_steps(os.path.join(workdir, 'checkpoints')))
 
 
-def manager(workdir: str, *, max_to_keep: int = 3, async_save: bool = True
-            ) -> ocp.CheckpointManager:
+def manager(workdir: str, *, max_to_keep: int = 3, async_save: bool = True,
+            keep_period: int = 0) -> ocp.CheckpointManager:
+  """The training run's checkpoint manager: the newest max_to_keep steps,
+  and (keep_period > 0) every step that is a multiple of keep_period."""
   directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
-      enable_async_checkpointing=async_save)
+      enable_async_checkpointing=async_save, keep_period=keep_period or None)
   return ocp.CheckpointManager(
       directory, options=options,
       item_handlers={'state': ocp.StandardCheckpointHandler(),

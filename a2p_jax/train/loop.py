@@ -165,7 +165,8 @@ def run(config, workdir: str, writer, *, name: str, train_step, state, args: tup
   """
   is_main = jax.process_index() == 0
   mngr = ckpt_lib.manager(workdir, max_to_keep=config.keep_checkpoints,
-                          async_save=config.async_checkpoints)
+                          async_save=config.async_checkpoints,
+                          keep_period=int(config.get('keep_period', 0)))
   start, restored, _ = ckpt_lib.restore_latest(mngr, pack(state, args), data_iter)
   if restored is not None:
     state, args = unpack(restored, args)

@@ -59,6 +59,18 @@ def pairs_path(config, workdir: str) -> str:
 def load_pairs(config, workdir: str):
   """(x0 (N, DIM), x_c (N, DIM), source (N,)) unnormalized: the perturbed
   pairs and, if configured, the stage-1 prediction pairs (source 1)."""
+  d = config.data
+  if d.stage1_fraction > 0 and not d.stage1_pairs_file:
+    raise ValueError(
+        f'config.data.stage1_fraction={d.stage1_fraction} draws that share of each batch '
+        'from stage-1 prediction pairs, but config.data.stage1_pairs_file is empty: build '
+        'them with `python -m a2p_jax.build_pairs --stage1_workdir STAGE1_WORKDIR --stage1_step '
+        'all --root DIR --split train --out FILE.npz` and pass '
+        '--config.data.stage1_pairs_file=FILE.npz (or --config.data.stage1_fraction=0 to train '
+        'on perturbed ground truth only)')
+  if d.stage1_pairs_file and not os.path.exists(d.stage1_pairs_file):
+    raise FileNotFoundError(f'config.data.stage1_pairs_file={d.stage1_pairs_file!r} does not '
+                            'exist')
   gt, cond, source = pairs_lib.load(pairs_path(config, workdir))
   if config.data.stage1_pairs_file:
     g1, c1, _ = pairs_lib.load(config.data.stage1_pairs_file)
