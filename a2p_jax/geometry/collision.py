@@ -222,17 +222,15 @@ def _loss_pair(va, vb, mesh_a, mesh_b, ids_a, ids_b, max_sq, cos_threshold, rho_
       g_b[i, c] = gb[i, c]
 
 
-def _loss_loop(prange):
-  def loop(va, vb, mesh_a, mesh_b, ids_a, ids_b, max_sq, cos_threshold, rho_sq, loss, g_a, g_b,
-           j_ab, ok_ab, j_ba, ok_ba):
-    for n in prange(va.shape[0]):
-      _loss_pair(va[n], vb[n], mesh_a, mesh_b, ids_a, ids_b, max_sq, cos_threshold, rho_sq,
-                 loss[n:n + 1], g_a[n], g_b[n], j_ab[n], ok_ab[n], j_ba[n], ok_ba[n])
-  return loop
+@numba.njit(nogil=True, cache=True)
+def _loss_item(n, va, vb, fa, sa, ia_f, fb, sb, ib_f, ids_a, ids_b, max_sq, cos_threshold, rho_sq,
+               loss, g_a, g_b, j_ab, ok_ab, j_ba, ok_ba):
+  # Meshes as separate arrays: numba's parallel loop takes no tuple arguments.
+  _loss_pair(va[n], vb[n], (fa, sa, ia_f), (fb, sb, ib_f), ids_a, ids_b, max_sq, cos_threshold,
+             rho_sq, loss[n:n + 1], g_a[n], g_b[n], j_ab[n], ok_ab[n], j_ba[n], ok_ba[n])
 
 
-_loss_serial = numba.njit(nogil=True, cache=True)(_loss_loop(range))
-_loss_parallel = numba.njit(nogil=True, cache=True, parallel=True)(_loss_loop(numba.prange))
+_loss_batch = cpu_ffi.batch_loop(_loss_item)
 
 
 def _make_loss_handler():
@@ -265,12 +263,9 @@ def _make_loss_handler():
     j_ba = numba.carray(cpu_ffi.data(frame, 5, True), (n, nw), np.int32)
     ok_ba = numba.carray(cpu_ffi.data(frame, 6, True), (n, nw), np.bool_)
     rho_sq = np.float64(params[2]) * np.float64(params[2])
-    if threads and n > 1:
-      _loss_parallel(va, vb, mesh_a, mesh_b, ia, ib, params[0], np.float64(params[1]), rho_sq,
-                     loss, g_a, g_b, j_ab, ok_ab, j_ba, ok_ba)
-    else:
-      _loss_serial(va, vb, mesh_a, mesh_b, ia, ib, params[0], np.float64(params[1]), rho_sq,
-                   loss, g_a, g_b, j_ab, ok_ab, j_ba, ok_ba)
+    _loss_batch(threads, n, va, vb, mesh_a[0], mesh_a[1], mesh_a[2], mesh_b[0], mesh_b[1],
+                mesh_b[2], ia, ib, params[0], np.float64(params[1]), rho_sq, loss, g_a, g_b, j_ab,
+                ok_ab, j_ba, ok_ba)
     return cpu_ffi.null()
 
   return handler

@@ -146,6 +146,31 @@ def threads_ok():
   return numba.threading_layer() in ('omp', 'tbb')
 
 
+def batch_loop(item):
+  """A numba function run(threads, count, *args) calling item(n, *args)
+  for every n < count: over numba's thread pool when `threads`
+  (threads_ok()) and count > 1, else in this thread. Each kernel's batch
+  loop; item is a numba function of the item index and the buffers."""
+
+  def make(prange):
+    def loop(count, *args):
+      for n in prange(count):
+        item(np.int64(n), *args)
+    return loop
+
+  serial = numba.njit(nogil=True, cache=True)(make(range))
+  parallel = numba.njit(nogil=True, cache=True, parallel=True)(make(numba.prange))
+
+  @numba.njit(nogil=True, cache=True)
+  def run(threads, count, *args):
+    if threads and count > 1:
+      parallel(count, *args)
+    else:
+      serial(count, *args)
+
+  return run
+
+
 @functools.lru_cache(maxsize=None)
 def _registered(name, make_handler):
   with _lock:

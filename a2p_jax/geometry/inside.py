@@ -193,20 +193,11 @@ def _winding_one(points, tri, out):
 
 
 @numba.njit(nogil=True, cache=True)
-def _winding_pair(points, tri, out, n):
+def _winding_pair(n, points, tri, out):
   _winding_one(points[min(n, points.shape[0] - 1)], tri[min(n, tri.shape[0] - 1)], out[n])
 
 
-def _winding_loop(prange):
-  def loop(points, tri, out):
-    for n in prange(out.shape[0]):
-      _winding_pair(points, tri, out, np.int64(n))
-  return loop
-
-
-_winding_serial = numba.njit(nogil=True, cache=True)(_winding_loop(range))
-_winding_parallel = numba.njit(nogil=True, cache=True, parallel=True)(
-    _winding_loop(numba.prange))
+_winding_batch = cpu_ffi.batch_loop(_winding_pair)
 
 
 
@@ -224,10 +215,7 @@ def _make_winding_handler():
                        np.float32)
     out = numba.carray(cpu_ffi.data(frame, 0, True), (cpu_ffi.lead(do, 1), do[do.size - 1]),
                        np.float32)
-    if threads and out.shape[0] > 1:
-      _winding_parallel(points, tri, out)
-    else:
-      _winding_serial(points, tri, out)
+    _winding_batch(threads, out.shape[0], points, tri, out)
     return cpu_ffi.null()
 
   return handler
@@ -330,21 +318,12 @@ def _surface_one(points, tri, bound, out):
 
 
 @numba.njit(nogil=True, cache=True)
-def _surface_pair(points, tri, bound, out, n):
+def _surface_pair(n, points, tri, bound, out):
   _surface_one(points[min(n, points.shape[0] - 1)], tri[min(n, tri.shape[0] - 1)],
                bound[min(n, bound.shape[0] - 1)], out[n])
 
 
-def _surface_loop(prange):
-  def loop(points, tri, bound, out):
-    for n in prange(out.shape[0]):
-      _surface_pair(points, tri, bound, out, np.int64(n))
-  return loop
-
-
-_surface_serial = numba.njit(nogil=True, cache=True)(_surface_loop(range))
-_surface_parallel = numba.njit(nogil=True, cache=True, parallel=True)(
-    _surface_loop(numba.prange))
+_surface_batch = cpu_ffi.batch_loop(_surface_pair)
 
 
 def _make_surface_handler():
@@ -364,10 +343,7 @@ def _make_surface_handler():
                          np.float32)
     out = numba.carray(cpu_ffi.data(frame, 0, True), (cpu_ffi.lead(do, 1), do[do.size - 1]),
                        np.float32)
-    if threads and out.shape[0] > 1:
-      _surface_parallel(points, tri, bound, out)
-    else:
-      _surface_serial(points, tri, bound, out)
+    _surface_batch(threads, out.shape[0], points, tri, bound, out)
     return cpu_ffi.null()
 
   return handler

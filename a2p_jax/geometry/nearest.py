@@ -306,16 +306,13 @@ def _nearest_one(p, q, ids_p, ids_q, max_sq, j_pq, j_qp):
       j_qp[i] = -1
 
 
-def _nearest_loop(prange):
-  def loop(p, q, ids_p, ids_q, max_sq, j_pq, j_qp):
-    for n in prange(p.shape[0]):
-      bound = max_sq[min(np.int64(n), max_sq.size - 1)]
-      _nearest_one(p[n], q[n], ids_p, ids_q, bound, j_pq[n], j_qp[n])
-  return loop
+@numba.njit(nogil=True, cache=True)
+def _nearest_item(n, p, q, ids_p, ids_q, max_sq, j_pq, j_qp):
+  bound = max_sq[min(n, max_sq.size - 1)]
+  _nearest_one(p[n], q[n], ids_p, ids_q, bound, j_pq[n], j_qp[n])
 
 
-_nearest_serial = numba.njit(nogil=True, cache=True)(_nearest_loop(range))
-_nearest_parallel = numba.njit(nogil=True, cache=True, parallel=True)(_nearest_loop(numba.prange))
+_nearest_batch = cpu_ffi.batch_loop(_nearest_item)
 
 
 
@@ -339,10 +336,7 @@ def _make_nearest_handler():
     max_sq = numba.carray(cpu_ffi.data(frame, 4), (bounds,), np.float32)
     j_pq = numba.carray(cpu_ffi.data(frame, 0, True), (n, num_p), np.int32)
     j_qp = numba.carray(cpu_ffi.data(frame, 1, True), (n, num_q), np.int32)
-    if threads and n > 1:
-      _nearest_parallel(p, q, ids_p, ids_q, max_sq, j_pq, j_qp)
-    else:
-      _nearest_serial(p, q, ids_p, ids_q, max_sq, j_pq, j_qp)
+    _nearest_batch(threads, n, p, q, ids_p, ids_q, max_sq, j_pq, j_qp)
     return cpu_ffi.null()
 
   return handler
