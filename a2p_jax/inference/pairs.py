@@ -39,7 +39,7 @@ def resolve_steps(workdir: str, steps: Union[None, str, Sequence[int]]) -> list:
 
 
 def _save_atomic(path: str, gt, cond):
-  tmp = path[:-len('.npz')] + '.tmp.npz' if path.endswith('.npz') else path + '.tmp.npz'
+  tmp = path[:-len('.npz')] + '.tmp.npz'
   pairs_lib.save(tmp, gt, cond, source=np.ones(len(gt['betas']), np.int8))
   os.replace(tmp, path)
 
@@ -52,8 +52,9 @@ def stage1_pairs(workdir: str, dataset, models, path: str, *,
   """(gt, cond) of every chosen checkpoint's penetrating predictions
   (deeper than min_depth_m) on `dataset`, concatenated, written to `path`
   (.npz, source 1). Weaker (earlier) checkpoints penetrate more often and
-  differently, which is why the paper uses several. An existing `path` (or
-  a checkpoint's part file) is read, not remade."""
+  differently, hence several. An existing `path` (or a checkpoint's part
+  file) is read, not remade: delete them to rebuild with other settings
+  (min_depth_m, max_examples, data)."""
   if not path.endswith('.npz'):
     raise ValueError(f'pairs file must end in .npz, got {path!r}')
   if os.path.exists(path):
