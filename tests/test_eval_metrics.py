@@ -214,3 +214,13 @@ def test_contact_kept_counts_gt_touching_interacting_frames():
   s = metrics.summarize(res)
   assert s['count_contact'] == 3
   np.testing.assert_allclose(s['contact_kept'], 2 / 3)
+
+
+def test_readme_shows_the_reports_key_table():
+  """The README's "which number is which" table is report.key_table(), the
+  one every report.md carries (a new key shows up in both or the test says so)."""
+  import os
+  from a2p_jax.eval import report
+  readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'README.md')
+  with open(readme) as f:
+    assert report.key_table() in f.read()
