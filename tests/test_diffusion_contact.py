@@ -131,12 +131,13 @@ def test_pull_back_moves_only_as_far_as_needed(setup):
     np.testing.assert_allclose(np.asarray(same[k]), before[k], atol=2e-6)
 
 
-def test_a_repair_that_penetrates_deeper_is_not_kept(setup, monkeypatch):
-  """gate.verify keeps a repair only when it leaves the hands less deeply
-  interpenetrated than it found them: a "repair" that returns the batch's
-  deepest pair (20.8 mm; the others 8.9 and 14.4 mm deep: none less deep)
-  comes back as its input, exactly (repaired False); one that moves the left
-  hand 6 cm out of the right one (0 mm) is kept."""
+@pytest.mark.parametrize('verify_by', ['volume', 'depth'])
+def test_a_repair_that_penetrates_more_is_not_kept(setup, monkeypatch, verify_by):
+  """gate.verify keeps a repair only when it lowers the interpenetration
+  (volume by default, or depth): a "repair" that returns the batch's worst
+  pair (17.2 cm^3, 20.8 mm deep; the others 2.0 and 9.4 cm^3, 8.9 and
+  14.4 mm) comes back as its input, exactly (repaired False); one that
+  moves the left hand 6 cm out of the right one (0) is kept."""
   s, models = setup, setup['models']
   odd = np.arange(N) % 2 == 1
 
@@ -156,10 +157,12 @@ def test_a_repair_that_penetrates_deeper_is_not_kept(setup, monkeypatch):
   cfg.gate.detector = 'collision'
   cfg.gate.box_overlap = False
   cfg.gate.chunk = N
+  cfg.gate.verify_by = verify_by
   batch = {k: np.asarray(v) for k, v in s['batch'].items()}
   vr, vl = state_lib.meshes(batch, models)
   depth = np.asarray(geometry.penetration_depth(vr, models[0].faces, vl, models[1].faces))
-  assert np.argmax(depth) == 2 and depth.min() > 0.005, depth
+  vol = np.asarray(geometry.penetration_volume(vr, models[0].faces, vl, models[1].faces))
+  assert np.argmax(depth) == 2 and np.argmax(vol) == 2 and depth.min() > 0.005, (depth, vol)
   x = np.asarray(state_lib.to_state(batch))
   stats = state_lib.compute_stats(np.concatenate([x, x + 0.01]))
   graphdef, st = nnx.split(Denoiser(cfg.model, state_lib.TOKENS, rngs=nnx.Rngs(1)))

@@ -105,7 +105,8 @@ def base() -> ml_collections.ConfigDict:
   c.gate.min_depth_mm = 1.0         # penetration deeper than this (contact is not repaired)
   c.gate.box_overlap = True         # also require IoU(box_right, box_left) > 0
   c.gate.verify = True              # keep a repair only where the exact test finds penetration
-                                    # and the repair leaves it less deep
+                                    # and the repair lowers the interpenetration:
+  c.gate.verify_by = 'volume'       #   'volume' (PenVol's) | 'depth' (deepest vertex, cheaper)
   c.gate.chunk = 8                  # gated pairs sampled this many at a time (0: whole batch)
 
   c.mesh = ml_collections.ConfigDict()

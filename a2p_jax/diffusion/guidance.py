@@ -67,6 +67,14 @@ def depth(params, models):
                                     np.asarray(models[1].faces, np.int32))
 
 
+def volume(params, models):
+  """Interpenetration volume (...,) in m^3 of camera-space parameters
+  (geometry.penetration_volume on the sealed meshes; PenVol's number)."""
+  vr, vl = state_lib.meshes(params, models)
+  return geometry.penetration_volume(vr, np.asarray(models[0].faces, np.int32), vl,
+                                     np.asarray(models[1].faces, np.int32))
+
+
 def penetrating(params, models, cfg, detector: str = 'collision', min_depth: float = 0.0):
   """Penetration gate (...,) bool: some vertex more than min_depth (m) inside
   the other hand. 'collision': among the collision loss's pairs (nearest

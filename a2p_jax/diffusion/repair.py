@@ -15,9 +15,10 @@ and fires on some touching hands; with config.gate.verify (default on) a
 gated pair keeps its repair only when the exact test (a vertex more than
 gate.min_depth_mm inside the other sealed mesh) agrees, so a false positive
 costs time, never accuracy: it comes back exactly as it went in. Verify
-also keeps a repair only when its hands penetrate less deeply than the
-input's (a weak model's "repair" can make things worse; such a pair comes
-back unchanged too). info:
+also keeps a repair only when it lowers the interpenetration volume
+(gate.verify_by 'volume', PenVol's number; 'depth': the deepest vertex,
+cheaper): a weak model's "repair" can make things worse, and such a pair
+comes back unchanged too. info:
 {'gated', 'iou', 'penetrating', 'repaired'} (B,) bool.
 """
 
@@ -118,12 +119,19 @@ def make_repair(graphdef, model_state, stats, models, config):
   chunk = int(config.gate.get('chunk', 0))
   min_depth = float(config.gate.get('min_depth_mm', 0.0)) / 1000.0
   verify = bool(config.gate.get('verify', True)) and detector != 'depth'
+  verify_by = config.gate.get('verify_by', 'volume')
+  if verify_by not in ('volume', 'depth'):
+    raise ValueError(f"config.gate.verify_by must be 'volume' or 'depth', got {verify_by!r}")
 
   def accept(before, after):
     if not verify:
       return jnp.ones(before['root_cam'].shape[:1], bool)
     d_in = guidance_lib.depth(before, models)
-    return (d_in > min_depth) & (guidance_lib.depth(after, models) < d_in)
+    if verify_by == 'volume':
+      better = guidance_lib.volume(after, models) < guidance_lib.volume(before, models)
+    else:
+      better = guidance_lib.depth(after, models) < d_in
+    return (d_in > min_depth) & better
 
   @jax.jit
   def repair(model_state, stats, params, boxes, key):
