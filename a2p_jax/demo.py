@@ -50,9 +50,6 @@ def _headline(rows) -> str:
   return '\n'.join(out)
 
 
-PULLBACK_STEPS = 8
-
-
 def stage1_pairs(workdir: str, root: str, path: str) -> str:
   """Pairs (ii) for stage 2: every saved checkpoint's penetrating
   predictions on the train split with their ground truth, in one .npz
@@ -101,7 +98,6 @@ def main(argv=None):
   c2.data.root = root
   c2.data.stage1_pairs_file = pairs_file
   c2.data.stage1_fraction = 0.5
-  c2.sampling.pullback_steps = PULLBACK_STEPS
   if args.stage2_steps:
     c2.num_train_steps = args.stage2_steps
   if args.stage2_pairs:

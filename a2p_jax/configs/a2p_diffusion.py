@@ -90,8 +90,9 @@ def base() -> ml_collections.ConfigDict:
   c.sampling.guidance_max_step = 0.5   # L2 cap of one guidance step (normalized units)
   c.sampling.final_steps = 0        # extra guidance-only steps on the final sample
   c.sampling.final_scale = 0.0
-  c.sampling.pullback_steps = 0     # > 0: move X_c only as far along the repair as needed to
-                                    # stop penetrating (bisection with this many exact tests)
+  c.sampling.pullback_steps = 8     # > 0: move X_c only as far along the repair as needed to
+                                    # stop penetrating (bisection with this many exact tests):
+                                    # keeps contact and MRRPE (results.md, issue 19); 0: off
   c.sampling.keep = ''              # parts of X taken from X_c at every step (guidance still
                                     # moves them): '', 'betas', 'betas,fingers', ... (state.PARTS)
 

@@ -52,6 +52,7 @@ def get_config(arg=None):
     c.model.num_layers = 1
     c.model.ff_dim = 64
     c.sampling.num_steps = 4
+    c.sampling.pullback_steps = 0
   elif arg:
     raise ValueError(f'unknown config arg {arg!r} (expected none or "test")')
   return c.lock()  # setting a field that does not exist (a typo) raises
