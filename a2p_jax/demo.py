@@ -50,6 +50,13 @@ def _headline(rows) -> str:
   return '\n'.join(out)
 
 
+def _loss_line(name, result, digits) -> str:
+  loss = result['metrics'].get('loss')
+  if loss is None:  # a finished run loaded on rerun: no step was taken
+    return f'{name}: finished run loaded (step {result["step"]})'
+  return f'{name} final training loss {loss:.{digits}f} at step {result["step"]}'
+
+
 def stage1_pairs(workdir: str, root: str, path: str) -> str:
   """Pairs (ii) for stage 2: every saved checkpoint's penetrating
   predictions on the train split with their ground truth, in one .npz
@@ -124,9 +131,7 @@ def main(argv=None):
       f'Procedural hand (NOT MANO), synthetic data; errors in mm, InterWild protocol '
       f'unless named; {e1.get("count", 0)} test images, {e1.get("count_ih", 0)} interacting; '
       f'stage 2 repaired {repaired} of them.\n\n{table}\n\n'
-      f'stage 1 final training loss {r1["metrics"].get("loss", float("nan")):.3f} at step '
-      f'{r1["step"]}; stage 2 loss {r2["metrics"].get("loss", float("nan")):.4f} at step '
-      f'{r2["step"]}\n'
+      f'{_loss_line("stage 1", r1, 3)}; {_loss_line("stage 2", r2, 4)}\n'
       f'stage 1 run:  {w1}  (checkpoints/, tb/: tensorboard --logdir {w1}/tb)\n'
       f'stage 2 run:  {w2}\n'
       f'reports:      {out}/eval_stage1/report.md, {out}/eval_stage1+2/report.md\n'
