@@ -185,7 +185,8 @@ def score(examples: Sequence[dict], predict: Callable[[Sequence[dict]], dict], m
           check_dark: bool = True, progress: bool = True) -> Dict[str, np.ndarray]:
   """Per-sample results of both protocols (see metrics) over `examples`,
   plus 'annot_id' and, with `penetration`, PenVol/PenDist/gap of the
-  predicted meshes and the gap of the GT meshes on interacting frames. `predict(chunk_examples)` ->
+  predicted meshes and the gap of the GT meshes on interacting frames.
+  `predict(chunk_examples)` ->
   {'joints' (n, 42, 3) m, 'verts' (n, 2, V, 3) m or None, optional
   'rel_root' (n, 3) m (else the predicted wrists' difference)}."""
   faces = [np.asarray(m.faces, np.int32) for m in models]

@@ -167,17 +167,16 @@ def penetration_per_sample(pred_verts, faces_right, faces_left, *, chunk: int = 
   predicted pair (N, 2, V, 3) m, from a2p_jax.geometry (meshes sealed);
   `close` = gap under prox_threshold (ProxRatio's test)."""
   pv = np.asarray(pred_verts, np.float32)
-  vol, depth, gap = [], [], []
+  vol, depth = [], []
   for i in range(0, len(pv), chunk):
     a, b = pv[i:i + chunk, 0], pv[i:i + chunk, 1]
     vol.append(np.asarray(geometry.penetration_volume(a, faces_right, b, faces_left)))
     depth.append(np.asarray(geometry.penetration_depth(a, faces_right, b, faces_left)))
-    gap.append(np.asarray(geometry.hand_gap(a, faces_right, b, faces_left)))
   cat = (lambda xs: np.concatenate(xs).astype(np.float64)) if len(pv) else \
       (lambda xs: np.zeros(0))
-  gap_m = cat(gap)
+  gap_cm = hand_gap_cm(pv, faces_right, faces_left, chunk=chunk)
   return {'penvol_cm3': cat(vol) * 1e6, 'pendist_cm': cat(depth) * 100,
-          'gap_cm': gap_m * 100, 'close': gap_m < prox_threshold}
+          'gap_cm': gap_cm, 'close': gap_cm < prox_threshold * 100}
 
 
 CONTACT_CM = 0.2  # hands closer than 2 mm (or penetrating) are in contact
