@@ -3,7 +3,6 @@ normalized state, through MANO (mano_jax) and geometry.collision_loss."""
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from a2p_jax import geometry
 from a2p_jax.geometry import collision as coll
@@ -19,9 +18,10 @@ def collision_cm2(params, models, cfg):
   """Collision loss (...,) in cm^2 of camera-space parameters; cfg:
   config.collision (dist_threshold m, cos_threshold, rho m)."""
   vr, vl = state_lib.meshes(params, models)
+  fr, fl = state_lib.faces(models)
   return LOSS_SCALE * geometry.collision_loss(
-      vr, np.asarray(models[0].faces, np.int32), vl, np.asarray(models[1].faces, np.int32),
-      dist_threshold=cfg.dist_threshold, cos_threshold=cfg.cos_threshold, rho=cfg.rho)
+      vr, fr, vl, fl, dist_threshold=cfg.dist_threshold, cos_threshold=cfg.cos_threshold,
+      rho=cfg.rho)
 
 
 def make_guide_grad(stats, models, root_right, cfg):
@@ -39,8 +39,7 @@ def proxy_depth(params, models, cfg):
   pairs the collision loss counts (nearest vertex within dist_threshold,
   opposing normals): a cheap penetration depth, no sealing or ray tests."""
   vr, vl = state_lib.meshes(params, models)
-  fr = np.asarray(models[0].faces, np.int32)
-  fl = np.asarray(models[1].faces, np.int32)
+  fr, fl = state_lib.faces(models)
 
   def one_way(p, q, n_p, n_q, j):
     diff = p - q[j]
@@ -63,16 +62,8 @@ def depth(params, models):
   vertex of either hand inside the other's sealed mesh (exact inside tests,
   geometry.penetration_depth); 0 when the hands do not penetrate."""
   vr, vl = state_lib.meshes(params, models)
-  return geometry.penetration_depth(vr, np.asarray(models[0].faces, np.int32), vl,
-                                    np.asarray(models[1].faces, np.int32))
-
-
-def volume(params, models):
-  """Interpenetration volume (...,) in m^3 of camera-space parameters
-  (geometry.penetration_volume on the sealed meshes; PenVol's number)."""
-  vr, vl = state_lib.meshes(params, models)
-  return geometry.penetration_volume(vr, np.asarray(models[0].faces, np.int32), vl,
-                                     np.asarray(models[1].faces, np.int32))
+  fr, fl = state_lib.faces(models)
+  return geometry.penetration_depth(vr, fr, vl, fl)
 
 
 def penetrating(params, models, cfg, detector: str = 'collision', min_depth: float = 0.0):

@@ -32,13 +32,9 @@ KEYS = ('pose_6d', 'betas', 'root_cam')
 _CHUNK = 16
 
 
-def _faces(models):
-  return np.asarray(models[0].faces, np.int32), np.asarray(models[1].faces, np.int32)
-
-
 def penetration_depth(params, models, chunk: int = _CHUNK) -> np.ndarray:
   """geometry.penetration_depth (N,) m of parameters (N, ...), chunked."""
-  fr, fl = _faces(models)
+  fr, fl = state_lib.faces(models)
   n = len(params['betas'])
   out = []
   for s in range(0, n, chunk):
@@ -201,13 +197,17 @@ _SHAPES = {'pose_6d': (2, 16, 6), 'betas': (2, 10), 'root_cam': (2, 3)}
 
 
 def save(path: str, gt, cond, source=None):
-  """Writes pairs to `path` (.npz; its folder is created)."""
+  """Writes pairs to `path` (.npz; its folder is created), atomically: a
+  temporary file beside it, renamed when complete (an interrupted write
+  leaves no partial `path`)."""
   n = len(gt['betas'])
   source = np.zeros(n, np.int8) if source is None else np.asarray(source, np.int8)
   arrays = {f'gt_{k}': np.asarray(gt[k], np.float32) for k in KEYS}
   arrays.update({f'cond_{k}': np.asarray(cond[k], np.float32) for k in KEYS})
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  np.savez(path, source=source, **arrays)
+  tmp = f'{path}.tmp{os.getpid()}.npz'
+  np.savez(tmp, source=source, **arrays)
+  os.replace(tmp, path)
 
 
 def load(path: str):

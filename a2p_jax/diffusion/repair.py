@@ -126,11 +126,14 @@ def make_repair(graphdef, model_state, stats, models, config):
   def accept(before, after):
     if not verify:
       return jnp.ones(before['root_cam'].shape[:1], bool)
-    d_in = guidance_lib.depth(before, models)
+    fr, fl = state_lib.faces(models)
+    (br, bl), (ar, al) = state_lib.meshes(before, models), state_lib.meshes(after, models)
+    d_in = geometry.penetration_depth(br, fr, bl, fl)
     if verify_by == 'volume':
-      better = guidance_lib.volume(after, models) < guidance_lib.volume(before, models)
+      better = geometry.penetration_volume(ar, fr, al, fl) < geometry.penetration_volume(
+          br, fr, bl, fl)
     else:
-      better = guidance_lib.depth(after, models) < d_in
+      better = geometry.penetration_depth(ar, fr, al, fl) < d_in
     return (d_in > min_depth) & better
 
   @jax.jit
@@ -158,8 +161,8 @@ def _gated_chunks(sample, params, gate, key, cap: int, accept=None):
   ceil(num_gated / cap) of them (0 when nothing is gated), so the cost
   follows the number of penetrating pairs, not the batch size; ungated pairs
   keep their input values exactly. accept(chunk params, their repair) ->
-  (cap,) bool: a gated pair it rejects keeps its input values exactly too. Returns (params,
-  repaired (B,) bool)."""
+  (cap,) bool: a gated pair it rejects keeps its input values exactly too.
+  Returns (params, repaired (B,) bool)."""
   b = gate.shape[0]
   n_chunks = -(-b // cap)
   order = jnp.argsort(~gate, stable=True).astype(jnp.int32)  # gated first

@@ -151,6 +151,11 @@ def params_from_mano(mano: dict, models) -> Dict[str, np.ndarray]:
   return {'pose_6d': np.stack(pose), 'betas': np.stack(betas), 'root_cam': np.stack(root)}
 
 
+def faces(models):
+  """(right, left) faces (F, 3) int32 of the hand models, for geometry."""
+  return tuple(np.asarray(m.faces, np.int32) for m in models)
+
+
 def meshes(params, models):
   """Camera-space vertices (..., V, 3) of (right, left), as
   a2p_jax.models.losses.mano_outputs places them (wrist at root_cam)."""

@@ -38,12 +38,6 @@ def resolve_steps(workdir: str, steps: Union[None, str, Sequence[int]]) -> list:
   return sorted(set(int(s) for s in steps))
 
 
-def _save_atomic(path: str, gt, cond):
-  tmp = path[:-len('.npz')] + '.tmp.npz'
-  pairs_lib.save(tmp, gt, cond, source=np.ones(len(gt['betas']), np.int8))
-  os.replace(tmp, path)
-
-
 def stage1_pairs(workdir: str, dataset, models, path: str, *,
                  steps: Union[None, str, Sequence[int]] = 'all',
                  mano_dir: Optional[str] = None, min_depth_m: float = 1e-3,
@@ -66,7 +60,7 @@ def stage1_pairs(workdir: str, dataset, models, path: str, *,
       g, c = pairs_lib.prediction_pairs(params_predict_fn(workdir, mano_dir, step), dataset,
                                         models, max_examples=max_examples,
                                         min_depth_m=min_depth_m, progress=progress)
-      _save_atomic(part, g, c)
+      pairs_lib.save(part, g, c, source=np.ones(len(g['betas'])))
       log(f'stage-1 step {step}: {len(g["betas"])} of '
           f'{len(dataset) if max_examples is None else min(len(dataset), max_examples)} '
           f'examples penetrate -> {part}')
@@ -74,5 +68,5 @@ def stage1_pairs(workdir: str, dataset, models, path: str, *,
     gts.append(g)
     conds.append(c)
   gt, cond = pairs_lib.concat(*gts), pairs_lib.concat(*conds)
-  _save_atomic(path, gt, cond)
+  pairs_lib.save(path, gt, cond, source=np.ones(len(gt['betas'])))
   return gt, cond

@@ -49,9 +49,7 @@ def pairs_path(config, workdir: str) -> str:
     g, c = pairs_lib.perturbed_pairs(gt, models, int(d.num_pairs), seed=config.seed,
                                      min_depth_m=d.pairs_min_depth_mm / 1000.0,
                                      progress=config.progress)
-    tmp = path + '.tmp.npz'
-    pairs_lib.save(tmp, g, c)
-    os.replace(tmp, path)
+    pairs_lib.save(path, g, c)
   shard_lib.barrier('stage2_pairs')
   return path
 
