@@ -39,9 +39,33 @@ flags.DEFINE_string('out', 'eval_out', 'output folder')
 flags.DEFINE_bool('penetration', True, 'PenVol/PenDist/ProxRatio on interacting frames')
 flags.DEFINE_string('stage2', None, 'with --workdir: a stage-2 training workdir; its gated '
                     'repair runs on the stage-1 outputs')
+flags.DEFINE_multi_string('stage2_sampling', [], 'with --stage2: FIELD=VALUE overriding a '
+                          'field of its config.sampling (repeatable), e.g. pullback_steps=0')
 flags.DEFINE_string('priors', None, 'with --workdir: a prior store of the split; the '
                     'teacher\'s maps replace the FAE (the distillation gap)')
 FLAGS = flags.FLAGS
+
+
+def sampling_overrides(items) -> dict:
+  """['FIELD=VALUE', ...] -> {field: value} typed like the stage-2 config's
+  sampling field (a2p_jax/configs/a2p_diffusion.py); an unknown field or a
+  value of the wrong type is a usage error naming it."""
+  from a2p_jax.configs import a2p_diffusion
+  schema = a2p_diffusion.get_config().sampling
+  out = {}
+  for item in items:
+    key, sep, value = item.partition('=')
+    if not sep or key not in schema:
+      raise app.UsageError(f'--stage2_sampling {item!r}: expected FIELD=VALUE with FIELD one of '
+                           f'{sorted(schema.keys())}')
+    kind = type(schema[key])
+    try:
+      out[key] = ({'true': True, 'false': False}[value.lower()] if kind is bool
+                  else kind(value))
+    except (KeyError, ValueError):
+      raise app.UsageError(f'--stage2_sampling {item!r}: {key} takes {kind.__name__} values, '
+                           f'got {value!r}') from None
+  return out
 
 
 def main(argv):
@@ -50,6 +74,8 @@ def main(argv):
   from a2p_jax.eval import run
   if bool(FLAGS.predictions) == bool(FLAGS.workdir):
     raise app.UsageError('give exactly one of --predictions FILE or --workdir DIR')
+  if FLAGS.stage2_sampling and not FLAGS.stage2:
+    raise app.UsageError('--stage2_sampling needs --stage2')
   if FLAGS.predictions and (FLAGS.stage2 or FLAGS.priors):
     raise app.UsageError('--stage2 and --priors need --workdir (a stage-1 checkpoint)')
   if FLAGS.dataset == 'freihand':
@@ -72,7 +98,8 @@ def main(argv):
                             root=FLAGS.root, split=FLAGS.split, mano_dir=FLAGS.mano_dir,
                             subset=FLAGS.subset, step=FLAGS.step,
                             penetration=FLAGS.penetration, limit=FLAGS.limit,
-                            stage2=FLAGS.stage2, priors=FLAGS.priors)
+                            stage2=FLAGS.stage2, priors=FLAGS.priors,
+                            stage2_sampling=sampling_overrides(FLAGS.stage2_sampling) or None)
 
 
 if __name__ == '__main__':

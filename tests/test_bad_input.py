@@ -611,6 +611,26 @@ def test_eval_py_predictions_with_nan_exits_naming_the_entry(ih, hand_joints, tm
   assert snapshot(out) == before
 
 
+def test_eval_py_stage2_sampling_overrides_are_typed_and_checked():
+  """--stage2_sampling FIELD=VALUE takes the type of the stage-2 config's
+  field; an unknown field, a missing '=' or a value of the wrong type is a
+  usage error naming it."""
+  import importlib.util
+  from absl import app
+  spec = importlib.util.spec_from_file_location('eval_cli', os.path.join(REPO, 'eval.py'))
+  cli = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(cli)
+  got = cli.sampling_overrides(['direction=mean', 'pullback_max=4', 'pullback_steps=10',
+                                'keep=betas,fingers,roots'])
+  assert got == {'direction': 'mean', 'pullback_max': 4.0, 'pullback_steps': 10,
+                 'keep': 'betas,fingers,roots'}
+  assert isinstance(got['pullback_steps'], int) and isinstance(got['pullback_max'], float)
+  for bad, named in (('pullbak_steps=3', 'pullbak_steps'), ('pullback_steps', 'pullback_steps'),
+                     ('pullback_steps=many', 'takes int values')):
+    with pytest.raises(app.UsageError, match=named):
+      cli.sampling_overrides([bad])
+
+
 # ----------------------------------------------------------------------------
 # Infer: images and checkpoints, into an existing --out.
 

@@ -174,3 +174,97 @@ def test_a_repair_that_penetrates_more_is_not_kept(setup, monkeypatch, verify_by
     np.testing.assert_array_equal(np.asarray(out[k])[~odd], batch[k][~odd])
   moved = np.linalg.norm(np.asarray(out['root_cam'])[odd, 1] - batch['root_cam'][odd, 1], axis=-1)
   np.testing.assert_allclose(moved, 0.06, rtol=1e-4)
+
+
+def test_pull_back_past_the_repair_up_to_max_frac(setup):
+  """A direction that stops short (the left hand moved 1 cm, still inside
+  the right one): with max_frac 1 the pull-back keeps it as it is; with
+  max_frac 30 it goes on along the same line to where the hands just stop
+  penetrating, still in contact, the right hand untouched."""
+  s, models = setup, setup['models']
+  cfg = diffusion_tiny.get_config('test').collision
+  before = {k: np.asarray(v) for k, v in s['batch'].items()}
+  short = {k: np.array(v) for k, v in before.items()}
+  short['root_cam'][:, 1] += np.float32([0.01, 0.0, 0.0])
+  min_depth = 1e-3
+  fr, fl = models[0].faces, models[1].faces
+
+  def run(max_frac):
+    got = jax.jit(lambda b, a: repair_lib.pull_back(b, a, models, cfg, min_depth, 12,
+                                                    max_frac))(before, short)
+    got = {k: np.asarray(v) for k, v in got.items()}
+    a, b = state_lib.meshes(got, models)
+    return got, np.asarray(geometry.penetration_depth(a, fr, b, fl)), a, b
+
+  kept, depth1, _, _ = run(1.0)
+  assert np.all(depth1 > min_depth)  # 1 cm is not enough for these pairs
+  np.testing.assert_allclose(kept['root_cam'], short['root_cam'], atol=1e-6)
+  got, depth30, a, b = run(30.0)
+  assert np.all(depth30 <= min_depth)
+  assert np.all(np.asarray(geometry.hand_gap(a, fr, b, fl)) < 0.003)
+  moved = got['root_cam'][:, 1] - before['root_cam'][:, 1]
+  assert np.all(moved[:, 0] > 0.01) and np.all(moved[:, 0] < 0.3), moved
+  np.testing.assert_allclose(moved[:, 1:], 0, atol=1e-6)  # along the same line
+  np.testing.assert_allclose(got['root_cam'][:, 0], before['root_cam'][:, 0])
+
+
+def test_posterior_mean_is_the_x0_estimate_from_pure_noise_averaged():
+  """direction 'mean': the denoiser's x0 at the last timestep from
+  num_samples independent noise draws, averaged; kept dimensions are the
+  condition's. A denoiser linear in x_t makes the average checkable draw
+  by draw."""
+  b, d, t_max = 3, state_lib.DIM, 1000
+  rng = np.random.default_rng(0)
+  x_c = jnp.asarray(rng.normal(size=(b, d)), jnp.float32)
+  seen_t = []
+
+  def denoise(x, t, c):
+    seen_t.append(t)
+    return 0.5 * c + 0.25 * x
+
+  key = jax.random.key(3)
+  keep = state_lib.part_mask('betas')
+  got = repair_lib.posterior_mean(denoise, x_c, key, num_steps=t_max, num_samples=4, keep=keep)
+  draws = [jax.random.normal(k, (b, d)) for k in jax.random.split(key, 4)]
+  want = 0.5 * np.asarray(x_c) + 0.25 * np.mean([np.asarray(z) for z in draws], 0)
+  want = np.where(keep, np.asarray(x_c), want)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+  assert all(np.all(np.asarray(t) == t_max - 1) for t in seen_t) and len(seen_t) == 4
+
+
+@pytest.mark.parametrize('field,value', [('direction', 'median'), ('num_samples', 0),
+                                         ('pullback_max', 0.5)])
+def test_bad_sampling_fields_are_errors_naming_them(setup, field, value):
+  cfg = diffusion_tiny.get_config('test')
+  cfg.sampling[field] = value
+  graphdef, _ = nnx.split(Denoiser(cfg.model, state_lib.TOKENS, rngs=nnx.Rngs(1)))
+  with pytest.raises(ValueError, match=f'sampling.{field}'):
+    repair_lib.make_sample_fn(graphdef, cfg, setup['models'])
+
+
+def test_direction_mean_repairs_with_the_pull_back(setup):
+  """The whole repair with direction 'mean' (an untrained denoiser whose
+  mean moves the left hand a little) and the pull-back past it: every
+  pair it keeps has less interpenetration volume than it went in with, the
+  others come back exactly."""
+  s, models = setup, setup['models']
+  cfg = diffusion_tiny.get_config('test')
+  cfg.sampling.direction = 'mean'
+  cfg.sampling.keep = 'betas,fingers,roots'
+  cfg.sampling.pullback_steps = 10
+  cfg.sampling.pullback_max = 50.0
+  graphdef, st = nnx.split(Denoiser(cfg.model, state_lib.TOKENS, rngs=nnx.Rngs(1)))
+  x = np.asarray(state_lib.to_state(s['batch']))
+  stats = state_lib.compute_stats(np.concatenate([x, x + 0.01]))
+  repair = repair_lib.make_repair(graphdef, st, stats, models, cfg)
+  out, info = repair(s['batch'], fx.boxes_overlapping(N), jax.random.key(0))
+  done = np.asarray(info['repaired'])
+  fr, fl = models[0].faces, models[1].faces
+  vol = []
+  for p in (s['batch'], {k: np.asarray(v) for k, v in out.items()}):
+    a, b = state_lib.meshes(p, models)
+    vol.append(np.asarray(geometry.penetration_volume(a, fr, b, fl)))
+  assert done.any(), vol
+  assert np.all(vol[1][done] < vol[0][done])  # gate.verify_by 'volume'
+  np.testing.assert_array_equal(np.asarray(out['root_cam'])[~done],
+                                np.asarray(s['batch']['root_cam'])[~done])

@@ -93,6 +93,11 @@ def base() -> ml_collections.ConfigDict:
   c.sampling.pullback_steps = 8     # > 0: move X_c only as far along the repair as needed to
                                     # stop penetrating (bisection with this many exact tests):
                                     # keeps contact and MRRPE (results.md, issue 19); 0: off
+  c.sampling.pullback_max = 1.0     # pull-back range a in [0, this] (> 1: past the repair)
+  c.sampling.direction = 'sample'   # 'sample': the guided DDIM sample; 'mean': the denoiser's
+                                    # posterior mean E[X_0 | X_c] (no guidance; with the
+                                    # pull-back; measured in results.md, issue 19 part 4)
+  c.sampling.num_samples = 1        # direction 'mean': noise draws averaged
   c.sampling.keep = ''              # parts of X taken from X_c at every step (guidance still
                                     # moves them): '', 'betas', 'betas,fingers', ... (state.PARTS)
 

@@ -49,12 +49,25 @@ def sampling_arrays(config):
 
 def make_sample_fn(graphdef, config, models):
   """Un-jitted (model_state, stats, params, key) -> repaired params for
-  every pair (the diffusion + guidance, no gating)."""
+  every pair (the diffusion + guidance, no gating). config.sampling.direction
+  'sample' (default): the guided DDIM sample; 'mean': the denoiser's
+  posterior mean (`posterior_mean`, num_samples noise draws; no guidance),
+  meant with the pull-back (pullback_max > 1: moved on along that line
+  until the hands stop penetrating)."""
   alpha_bar, ts, lam = sampling_arrays(config)
   s = config.sampling
   keep = state_lib.part_mask(s.get('keep', ''))
   keep = keep if keep.any() else None
   pullback_steps = int(s.get('pullback_steps', 0))
+  pullback_max = float(s.get('pullback_max', 1.0))
+  direction = s.get('direction', 'sample')
+  if direction not in ('sample', 'mean'):
+    raise ValueError(f"config.sampling.direction must be 'sample' or 'mean', got {direction!r}")
+  num_samples = int(s.get('num_samples', 1))
+  if num_samples < 1:
+    raise ValueError(f'config.sampling.num_samples must be >= 1, got {num_samples}')
+  if pullback_max < 1.0:
+    raise ValueError(f'config.sampling.pullback_max must be >= 1, got {pullback_max}')
   min_depth = float(config.gate.get('min_depth_mm', 0.0)) / 1000.0
 
   def sample(model_state, stats, params, key):
@@ -62,6 +75,15 @@ def make_sample_fn(graphdef, config, models):
     model.eval()
     root_right = params['root_cam'][:, 0]
     x_c = state_lib.normalize(state_lib.to_state(params), stats)
+    if direction == 'mean':
+      z = posterior_mean(lambda x, t, c: model(x, t, c), x_c, key,
+                         num_steps=config.diffusion.num_steps, num_samples=num_samples,
+                         keep=keep)
+      out = state_lib.from_state(state_lib.denormalize(z, stats), root_right)
+      if pullback_steps:
+        out = pull_back(params, out, models, config.collision, min_depth, pullback_steps,
+                        pullback_max)
+      return out
     grad_fn = guidance_lib.make_guide_grad(stats, models, root_right, config.collision)
     use_guidance = s.guidance_scale > 0 or (s.final_steps and s.final_scale > 0)
     x_init = None
@@ -77,19 +99,36 @@ def make_sample_fn(graphdef, config, models):
                                 refine_lambda=s.final_scale, x_init=x_init, keep=keep)
     out = state_lib.from_state(state_lib.denormalize(z, stats), root_right)
     if pullback_steps:
-      out = pull_back(params, out, models, config.collision, min_depth, pullback_steps)
+      out = pull_back(params, out, models, config.collision, min_depth, pullback_steps,
+                      pullback_max)
     return out
 
   return sample
 
 
-def pull_back(before, after, models, collision_cfg, min_depth: float, steps: int):
+def posterior_mean(denoise_fn, x_c, key, *, num_steps: int, num_samples: int = 1, keep=None):
+  """E[X_0 | X_c] (B, D) normalized, the denoiser's x0 estimate from pure
+  noise at the last timestep (x_t then says nothing about X_0: an
+  x0-prediction trained with squared error answers with the mean of the
+  ground truths it saw for this condition), averaged over `num_samples`
+  noise draws; `keep` (D,) bool dimensions taken from x_c."""
+  b = x_c.shape[0]
+  t = jnp.full((b,), num_steps - 1, jnp.int32)
+  z = sum(denoise_fn(jax.random.normal(k, x_c.shape, x_c.dtype), t, x_c)
+          for k in jax.random.split(key, num_samples)) / num_samples
+  return z if keep is None else jnp.where(keep, x_c, z)
+
+
+def pull_back(before, after, models, collision_cfg, min_depth: float, steps: int,
+              max_frac: float = 1.0):
   """The least displacement along the repair: the state moved from
   `before` toward `after` only as far as needed to stop penetrating,
-  X = X_c + a (X_r - X_c) with a in [0, 1] the smallest (bisection,
+  X = X_c + a (X_r - X_c) with a in [0, max_frac] the smallest (bisection,
   `steps` exact depth tests) whose hands penetrate no deeper than
   min_depth (m). Hands that touched keep touching instead of ending a
-  centimetre apart; a repair that still penetrates (a = 1) is kept."""
+  centimetre apart; a repair that still penetrates at a = max_frac is
+  kept there. max_frac > 1 goes on past `after` along the same line (for
+  a direction that stops short, sampling.direction 'mean')."""
   root_right = before['root_cam'][:, 0]
   x_c, x_r = state_lib.to_state(before), state_lib.to_state(after)
   b = x_c.shape[0]
@@ -103,7 +142,7 @@ def pull_back(before, after, models, collision_cfg, min_depth: float, steps: int
     bad = guidance_lib.penetrating(at(mid), models, collision_cfg, 'depth', min_depth)
     return jnp.where(bad, mid, lo), jnp.where(bad, hi, mid)
 
-  _, hi = jax.lax.fori_loop(0, steps, body, (jnp.zeros((b,)), jnp.ones((b,))))
+  _, hi = jax.lax.fori_loop(0, steps, body, (jnp.zeros((b,)), jnp.full((b,), max_frac)))
   return at(hi)
 
 
