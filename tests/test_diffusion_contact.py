@@ -28,6 +28,22 @@ def setup():
   return dict(models=models, batch=batch)
 
 
+def _untrained_repair(cfg, models, batch):
+  """make_repair with an untrained denoiser, statistics from `batch`."""
+  graphdef, st = nnx.split(Denoiser(cfg.model, state_lib.TOKENS, rngs=nnx.Rngs(1)))
+  x = np.asarray(state_lib.to_state(batch))
+  stats = state_lib.compute_stats(np.concatenate([x, x + 0.01]))
+  return repair_lib.make_repair(graphdef, st, stats, models, cfg)
+
+
+def _left_moved(batch, shift):
+  """(batch as numpy, a copy with the left hand moved by `shift` (3,) m)."""
+  before = {k: np.asarray(v) for k, v in batch.items()}
+  moved = {k: np.array(v) for k, v in before.items()}
+  moved['root_cam'][:, 1] += np.float32(shift)
+  return before, moved
+
+
 def _touching(models, rng, n):
   """n pairs whose meshes touch without penetrating: the left hand moved
   along a random direction to the closest centroid distance (bisection to
@@ -82,10 +98,7 @@ def test_false_positives_of_the_gate_come_back_unchanged(setup, monkeypatch):
   cfg.gate.chunk = 3
   touch = _touching(models, np.random.default_rng(7), N)
   batch = {k: np.concatenate([s['batch'][k], touch[k]]) for k in touch}
-  graphdef, st = nnx.split(Denoiser(cfg.model, state_lib.TOKENS, rngs=nnx.Rngs(1)))
-  x = np.asarray(state_lib.to_state(batch))
-  stats = state_lib.compute_stats(np.concatenate([x, x + 0.01]))
-  repair = repair_lib.make_repair(graphdef, st, stats, models, cfg)
+  repair = _untrained_repair(cfg, models, batch)
   out, info = repair(batch, fx.boxes_overlapping(2 * N), jax.random.key(0))
   assert np.all(np.asarray(info['gated']))
   done = np.asarray(info['repaired'])
@@ -108,9 +121,7 @@ def test_pull_back_moves_only_as_far_as_needed(setup):
   contact; a repair that still penetrates is returned as it is."""
   s, models = setup, setup['models']
   cfg = diffusion_tiny.get_config('test').collision
-  before = {k: np.asarray(v) for k, v in s['batch'].items()}
-  away = {k: np.array(v) for k, v in before.items()}
-  away['root_cam'][:, 1] += np.float32([0.3, 0.0, 0.0])
+  before, away = _left_moved(s['batch'], [0.3, 0.0, 0.0])
   min_depth = 1e-3
   got = jax.jit(lambda b, a: repair_lib.pull_back(b, a, models, cfg, min_depth, 10))(before, away)
   got = {k: np.asarray(v) for k, v in got.items()}
@@ -163,10 +174,7 @@ def test_a_repair_that_penetrates_more_is_not_kept(setup, monkeypatch, verify_by
   depth = np.asarray(geometry.penetration_depth(vr, models[0].faces, vl, models[1].faces))
   vol = np.asarray(geometry.penetration_volume(vr, models[0].faces, vl, models[1].faces))
   assert np.argmax(depth) == 2 and np.argmax(vol) == 2 and depth.min() > 0.005, (depth, vol)
-  x = np.asarray(state_lib.to_state(batch))
-  stats = state_lib.compute_stats(np.concatenate([x, x + 0.01]))
-  graphdef, st = nnx.split(Denoiser(cfg.model, state_lib.TOKENS, rngs=nnx.Rngs(1)))
-  repair = repair_lib.make_repair(graphdef, st, stats, models, cfg)
+  repair = _untrained_repair(cfg, models, batch)
   out, info = repair(batch, fx.boxes_overlapping(N), jax.random.key(0))
   assert np.all(np.asarray(info['gated']))
   assert np.asarray(info['repaired']).tolist() == odd.tolist()
@@ -183,9 +191,7 @@ def test_pull_back_past_the_repair_up_to_max_frac(setup):
   penetrating, still in contact, the right hand untouched."""
   s, models = setup, setup['models']
   cfg = diffusion_tiny.get_config('test').collision
-  before = {k: np.asarray(v) for k, v in s['batch'].items()}
-  short = {k: np.array(v) for k, v in before.items()}
-  short['root_cam'][:, 1] += np.float32([0.01, 0.0, 0.0])
+  before, short = _left_moved(s['batch'], [0.01, 0.0, 0.0])
   min_depth = 1e-3
   fr, fl = models[0].faces, models[1].faces
 
@@ -253,10 +259,7 @@ def test_direction_mean_repairs_with_the_pull_back(setup):
   cfg.sampling.keep = 'betas,fingers,roots'
   cfg.sampling.pullback_steps = 10
   cfg.sampling.pullback_max = 50.0
-  graphdef, st = nnx.split(Denoiser(cfg.model, state_lib.TOKENS, rngs=nnx.Rngs(1)))
-  x = np.asarray(state_lib.to_state(s['batch']))
-  stats = state_lib.compute_stats(np.concatenate([x, x + 0.01]))
-  repair = repair_lib.make_repair(graphdef, st, stats, models, cfg)
+  repair = _untrained_repair(cfg, models, s['batch'])
   out, info = repair(s['batch'], fx.boxes_overlapping(N), jax.random.key(0))
   done = np.asarray(info['repaired'])
   fr, fl = models[0].faces, models[1].faces

@@ -70,6 +70,21 @@ def make_sample_fn(graphdef, config, models):
     raise ValueError(f'config.sampling.pullback_max must be >= 1, got {pullback_max}')
   min_depth = float(config.gate.get('min_depth_mm', 0.0)) / 1000.0
 
+  def guided(model, x_c, stats, root_right, key):
+    grad_fn = guidance_lib.make_guide_grad(stats, models, root_right, config.collision)
+    use_guidance = s.guidance_scale > 0 or (s.final_steps and s.final_scale > 0)
+    x_init = None
+    if ts[0] < config.diffusion.num_steps - 1:  # start from the noised condition
+      key, k0 = jax.random.split(key)
+      x_init = schedule_lib.q_sample(x_c, jnp.full(x_c.shape[:1], ts[0], jnp.int32),
+                                     jax.random.normal(k0, x_c.shape, x_c.dtype), alpha_bar)
+    return sampler_lib.ddim_sample(lambda x, t, c: model(x, t, c), x_c, key,
+                                   alpha_bar=alpha_bar, timesteps=ts, eta=s.eta,
+                                   guide_grad=grad_fn if use_guidance else None, lambdas=lam,
+                                   max_step=s.guidance_max_step,
+                                   refine_steps=int(s.final_steps) if use_guidance else 0,
+                                   refine_lambda=s.final_scale, x_init=x_init, keep=keep)
+
   def sample(model_state, stats, params, key):
     model = nnx.merge(graphdef, model_state)
     model.eval()
@@ -79,24 +94,8 @@ def make_sample_fn(graphdef, config, models):
       z = posterior_mean(lambda x, t, c: model(x, t, c), x_c, key,
                          num_steps=config.diffusion.num_steps, num_samples=num_samples,
                          keep=keep)
-      out = state_lib.from_state(state_lib.denormalize(z, stats), root_right)
-      if pullback_steps:
-        out = pull_back(params, out, models, config.collision, min_depth, pullback_steps,
-                        pullback_max)
-      return out
-    grad_fn = guidance_lib.make_guide_grad(stats, models, root_right, config.collision)
-    use_guidance = s.guidance_scale > 0 or (s.final_steps and s.final_scale > 0)
-    x_init = None
-    if ts[0] < config.diffusion.num_steps - 1:  # start from the noised condition
-      key, k0 = jax.random.split(key)
-      x_init = schedule_lib.q_sample(x_c, jnp.full(x_c.shape[:1], ts[0], jnp.int32),
-                                     jax.random.normal(k0, x_c.shape, x_c.dtype), alpha_bar)
-    z = sampler_lib.ddim_sample(lambda x, t, c: model(x, t, c), x_c, key, alpha_bar=alpha_bar,
-                                timesteps=ts, eta=s.eta,
-                                guide_grad=grad_fn if use_guidance else None, lambdas=lam,
-                                max_step=s.guidance_max_step,
-                                refine_steps=int(s.final_steps) if use_guidance else 0,
-                                refine_lambda=s.final_scale, x_init=x_init, keep=keep)
+    else:
+      z = guided(model, x_c, stats, root_right, key)
     out = state_lib.from_state(state_lib.denormalize(z, stats), root_right)
     if pullback_steps:
       out = pull_back(params, out, models, config.collision, min_depth, pullback_steps,
