@@ -70,6 +70,9 @@ def main(argv=None):
                   "'keypoint,segmentation,depth': the full model only); default every row")
   ap.add_argument('--stage2_keep', default=None,
                   help="the repair's sampling.keep (default: the stage-2 checkpoint's config)")
+  ap.add_argument('--rig', default='dome', choices=('dome', 'capture'),
+                  help="synthetic cameras: one dome for every split (default), or each capture "
+                  "its own (the runs measured before 2026-12-03 session 4)")
   ap.add_argument('--seed', type=int, default=0,
                   help='training seed of every row (init, data order, dropout); the data set '
                   'is the same for every seed')
@@ -93,6 +96,7 @@ def main(argv=None):
     c.num_train_steps = args.steps
     c.seed = args.seed
     c.data.synthetic_frames = args.frames
+    c.data.synthetic_rig = args.rig
     c.data.priors = 'oracle' if groups else ''
     c.data.prior_groups = groups
     c.progress = False

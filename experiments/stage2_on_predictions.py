@@ -16,7 +16,8 @@ seeds). Steps, each cached in OUT (rerunning resumes):
      scored on the test split (InterWild protocol; PenVol, PenDist and
      contact kept on interacting frames) alone and followed by: guidance
      only (the perturbed model keeping all of X_c), each stage-2 model
-     (the tiny config's sampling), and the mixed one with the pull-back;
+     (the tiny config's sampling), the mixed one with the pull-back,
+     and the least translation out (sampling.direction 'least');
      with each repair's latency (batches of 16 and one penetrating image).
 Runs from other seeds than --ablation are the clean test: their stage-1
 models never produced a training pair. Prints a markdown table per eval
@@ -37,13 +38,14 @@ COLS = (('MRRPE', 'mrrpe', 1), ('MPJPE', 'interwild/mpjpe_all', 1),
         ('PenVol', 'penvol_cm3', 3), ('PenDist cm', 'pendist_cm', 3), ('repaired', 'repaired', 0))
 
 
-def prediction_pairs(ablation: str, steps, out: str) -> str:
-  """Pairs (ii) of every row checkpoint of an ablation run (cached per checkpoint)."""
+def prediction_pairs(ablation: str, steps, out: str, rows=ROWS) -> str:
+  """Pairs (ii) of the `rows`' checkpoints of an ablation run (cached per checkpoint)."""
   from a2p_jax.data.hands import load_hand_models
   from a2p_jax.data.interhand26m import InterHand26M
   from a2p_jax.diffusion import pairs as pairs_lib
   from a2p_jax.inference.pairs import stage1_pairs
-  path = os.path.join(out, 'pairs_stage1_steps_' + '_'.join(map(str, steps)) + '.npz')
+  tag = '' if tuple(rows) == ROWS else '_' + '_'.join(r.replace('+', '-') for r in rows)
+  path = os.path.join(out, 'pairs_stage1_steps_' + '_'.join(map(str, steps)) + tag + '.npz')
   if os.path.exists(path):
     return path
   models = load_hand_models(None)
@@ -51,7 +53,7 @@ def prediction_pairs(ablation: str, steps, out: str) -> str:
   parts = [stage1_pairs(os.path.join(ablation, 'stage1_' + row), ds, models,
                         os.path.join(out, 'pairs', f'{row}.npz'), steps=steps,
                         log=lambda m, row=row: print(f'{row}: {m}', flush=True))
-           for row in ROWS]
+           for row in rows]
   g = pairs_lib.concat(*[p[0] for p in parts])
   c = pairs_lib.concat(*[p[1] for p in parts])
   pairs_lib.save(path, g, c, source=np.ones(len(g['betas'])))
@@ -175,6 +177,9 @@ def main(argv=None):
   ap.add_argument('--eval', nargs='+', required=True, help='ablation runs to score')
   ap.add_argument('--out', required=True)
   ap.add_argument('--pair_steps', type=int, nargs='+', default=[200, 600])
+  ap.add_argument('--pair_rows', nargs='+', default=list(ROWS), choices=ROWS,
+                  help='the --ablation rows whose checkpoints make pairs (ii) (default: all; '
+                  'the full row alone for a run made with --rows)')
   ap.add_argument('--fraction', type=float, default=0.5, help='data.stage1_fraction')
   ap.add_argument('--pullback', type=int, default=8, help='sampling.pullback_steps of the last row')
   ap.add_argument('--steps', type=int, default=0, help='stage-2 steps (0: the tiny config)')
@@ -184,7 +189,7 @@ def main(argv=None):
   out = os.path.abspath(args.out)
   os.makedirs(out, exist_ok=True)
   t0 = time.time()
-  p2 = prediction_pairs(args.ablation, args.pair_steps, out)
+  p2 = prediction_pairs(args.ablation, args.pair_steps, out, args.pair_rows)
   from a2p_jax.diffusion import pairs as pairs_lib
   n2 = len(pairs_lib.load(p2)[0]['betas'])
   perturbed = train_stage2(args.ablation, out, 'stage2_perturbed', args.seed, args.steps, '', 0.0)
@@ -197,7 +202,8 @@ def main(argv=None):
           ('perturbed GT only', perturbed, {'pullback_steps': 0}),
           (f'+ stage-1 pairs (F = {args.fraction:g})', mixed, {'pullback_steps': 0}),
           (f'+ stage-1 pairs + pull-back {args.pullback}', mixed,
-           {'pullback_steps': args.pullback})]
+           {'pullback_steps': args.pullback}),
+          ('least translation out (no denoiser)', mixed, {'direction': 'least'})]
   results = {}
   for run in args.eval:
     tag = os.path.basename(os.path.normpath(run))
@@ -209,7 +215,7 @@ def main(argv=None):
       got.append((name, s))
     results[run] = {'rows': got, 'stage1_ms_per_image': lat.stage1_ms}
     print(f'\n# {run} ({FULL}), test split; pairs (ii): {n2} from {args.ablation} steps '
-          f'{args.pair_steps}; {(time.time() - t0) / 60:.1f} min\n')
+          f'{args.pair_steps} of rows {args.pair_rows}; {(time.time() - t0) / 60:.1f} min\n')
     print(table(got, lat.stage1_ms), flush=True)
   with open(os.path.join(out, 'results.json'), 'w') as f:
     json.dump({'args': vars(args), 'num_stage1_pairs': n2,

@@ -32,6 +32,7 @@ tested elsewhere are listed here, not repeated.
 | HO3D | bad or hostile pickle, missing keys, shapes, NaN, bad camMat, missing list/meta file | AnnotationError naming file and key, nothing unpickled runs | test_data_ho3d::test_bad_pickles_name_the_file, ::test_bad_train_meta_names_file_and_key, ::test_bad_evaluation_meta, ::test_missing_list_or_meta_file_and_bad_lines |
 | HO3D | missing images | counted, logged skip (strict: error) | test_data_ho3d::test_missing_images_skipped_counted_or_strict |
 | config.data.mix | part without a root, unknown field, stores with different channels | FileNotFoundError / ValueError naming config.data.mix.<part> | test_train_stage1::test_training_on_a_mix |
+| synthetic set (WORKDIR/data/synthetic) | made with other options than the config's (frames, seed, size, orientations, cameras) | ValueError naming both option sets; the set untouched | test_data_synthetic::test_a_set_made_with_other_cameras_is_refused_not_overwritten |
 | pipeline | missing image | OSError naming the file | test_data_pipeline::test_missing_image_names_the_file |
 | pipeline | empty, truncated, non-image file or bytes | OSError naming the file / annotation | here |
 | prior store | missing id, truncated shard, float32 record, truncated record, not a store | KeyError / StoreError naming the file | test_teacher_store::test_round_trip_missing_id_and_pickle, ::test_bad_files_are_named |

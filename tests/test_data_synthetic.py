@@ -2,6 +2,7 @@
 with each other, priors consistent with them, penetration labels,
 determinism; and the natural pose sampler's joint limits."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -317,3 +318,43 @@ def test_orientation_spread_bounds_hand_rotations_and_camera_azimuths():
     assert abs(np.degrees(np.arctan2(pos[1], pos[0]))) <= 30.0 + 1e-9
   with pytest.raises(ValueError, match='orientation_deg'):
     synthetic_frames.Options(num_frames=4, orientation_deg=0.0).validate()
+
+
+def test_one_dome_films_every_split(dataset):
+  """Default rig 'dome': every capture of every split has the same cameras
+  (InterHand2.6M's splits share its dome); 'capture' gives each its own."""
+  root, _ = dataset
+  cams = [(split, cap, rec) for split in synthetic_frames.SPLITS
+          for rec in [load_split(root, split)['camera']] for cap in rec]
+  assert sorted(c for _, c, _ in cams) == ['0', '1', '2', '3']  # train 0, 1; val 2; test 3
+  first = cams[0][2][cams[0][1]]
+  for _, cap, rec in cams:
+    assert rec[cap] == first
+  assert [synthetic.rig_index(OPTS, c) for c in range(4)] == [0, 0, 0, 0]
+  own = dataclasses.replace(OPTS, rig='capture')
+  assert [synthetic.rig_index(own, c) for c in range(4)] == [0, 1, 2, 3]
+  with pytest.raises(ValueError, match='rig'):
+    dataclasses.replace(OPTS, rig='studio').validate()
+
+
+def test_a_set_made_with_other_cameras_is_refused_not_overwritten(tmp_path):
+  """WORKDIR/data/synthetic written before the `rig` option (no 'rig' in its
+  synthetic_config.json: each capture had its own cameras) is that set: used
+  as is by a config asking for 'capture', refused by one asking for the dome,
+  and left byte-identical either way."""
+  from a2p_jax.configs import synthetic_tiny
+  from a2p_jax.train import input as input_lib
+  c = synthetic_tiny.get_config('test')
+  root = tmp_path / 'data' / 'synthetic'
+  root.mkdir(parents=True)
+  marker = root / 'synthetic_config.json'
+  marker.write_text(json.dumps({'num_frames': c.data.synthetic_frames, 'seed': c.data.synthetic_seed,
+                                'image_size': list(c.data.synthetic_image_size),
+                                'orientation_deg': c.data.synthetic_orientation_deg}))
+  before = marker.read_bytes()
+  with pytest.raises(ValueError, match=r"holds a synthetic set made with .*'rig': 'capture'.*"
+                                       r"'rig': 'dome'"):
+    input_lib.synthetic_root(c, str(tmp_path))
+  c.data.synthetic_rig = 'capture'
+  assert input_lib.synthetic_root(c, str(tmp_path)) == str(root)
+  assert marker.read_bytes() == before and os.listdir(root) == ['synthetic_config.json']

@@ -239,7 +239,9 @@ def test_posterior_mean_is_the_x0_estimate_from_pure_noise_averaged():
 
 
 @pytest.mark.parametrize('field,value', [('direction', 'median'), ('num_samples', 0),
-                                         ('pullback_max', 0.5)])
+                                         ('pullback_max', 0.5), ('exit_directions', 0),
+                                         ('exit_scan', 0), ('exit_steps', 0),
+                                         ('exit_max_mm', -1.0)])
 def test_bad_sampling_fields_are_errors_naming_them(setup, field, value):
   cfg = diffusion_tiny.get_config('test')
   cfg.sampling[field] = value
@@ -271,3 +273,57 @@ def test_direction_mean_repairs_with_the_pull_back(setup):
   assert np.all(vol[1][done] < vol[0][done])  # gate.verify_by 'volume'
   np.testing.assert_array_equal(np.asarray(out['root_cam'])[~done],
                                 np.asarray(s['batch']['root_cam'])[~done])
+
+
+def test_sphere_directions_are_unit_and_spread():
+  u = np.asarray(repair_lib.sphere_directions(64), np.float64)
+  np.testing.assert_allclose(np.linalg.norm(u, axis=1), 1.0, atol=1e-6)
+  # Every point of the sphere within 20 degrees of one of them (64 caps).
+  probe = np.random.default_rng(0).normal(size=(2000, 3))
+  probe /= np.linalg.norm(probe, axis=1, keepdims=True)
+  assert np.degrees(np.arccos(np.clip((probe @ u.T).max(1), -1, 1))).max() < 20.0
+
+
+def test_least_exit_is_the_nearest_clear_placement_of_a_grid_search(setup):
+  """Pairs pushed 1 cm into contact: least_exit's move against a brute
+  force over the same directions (the exact depth test every 0.5 mm up to
+  4 cm, the first clear distance): with the scan on the same grid, the
+  same length to within one grid step below it (the bisection refines
+  inside the step), the hands clear, only the left wrist moved."""
+  models = setup['models']
+  cfg = diffusion_tiny.get_config('test').collision
+  n, dirs, max_dist, min_depth = 3, 12, 0.04, 1e-3
+  touching = _touching(models, np.random.default_rng(5), n)
+  before, pushed = _left_moved(touching, [0.0, 0.0, 0.0])
+  vr, vl = state_lib.meshes(touching, models)
+  into = np.asarray(vr).mean(1) - np.asarray(vl).mean(1)
+  pushed['root_cam'][:, 1] += (0.01 * into / np.linalg.norm(into, axis=1, keepdims=True)
+                               ).astype(np.float32)
+  got = jax.jit(lambda p: repair_lib.least_exit(p, models, cfg, min_depth, num_dirs=dirs,
+                                                scan=80, steps=6, max_dist=max_dist))(pushed)
+  got = {k: np.asarray(v) for k, v in got.items()}
+  fr, fl = models[0].faces, models[1].faces
+
+  def depth(p):
+    a, b = state_lib.meshes(p, models)
+    return np.asarray(geometry.penetration_depth(a, fr, b, fl))
+
+  assert np.all(depth(pushed) > min_depth)          # the pushed pairs do penetrate
+  assert np.all(depth(got) <= min_depth)
+  for k in ('pose_6d', 'betas'):
+    np.testing.assert_array_equal(got[k], pushed[k])
+  np.testing.assert_array_equal(got['root_cam'][:, 0], pushed['root_cam'][:, 0])
+  moved = np.linalg.norm(got['root_cam'][:, 1] - pushed['root_cam'][:, 1], axis=1)
+  # Brute force: the first clear distance on a 0.5 mm grid, per direction.
+  u = np.asarray(repair_lib.sphere_directions(dirs), np.float64)
+  grid = np.arange(1, 81) * 0.0005
+  best = np.full(n, np.inf)
+  for k in range(dirs):
+    for i in range(n):
+      p = {key: np.repeat(v[i:i + 1], len(grid), 0) for key, v in pushed.items()}
+      p['root_cam'][:, 1] += (grid[:, None] * u[k]).astype(np.float32)
+      clear = np.flatnonzero(depth(p) <= min_depth)
+      if clear.size:
+        best[i] = min(best[i], grid[clear[0]])
+  assert np.all(np.isfinite(best)) and np.all(best < 0.02), best   # ~1 cm back out
+  assert np.all(moved <= best + 1e-6) and np.all(moved > best - 0.0005 - 1e-6), (moved, best)

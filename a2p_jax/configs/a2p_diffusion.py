@@ -97,7 +97,13 @@ def base() -> ml_collections.ConfigDict:
   c.sampling.direction = 'sample'   # 'sample': the guided DDIM sample; 'mean': the denoiser's
                                     # posterior mean E[X_0 | X_c] (no guidance; with the
                                     # pull-back; measured in results.md, issue 19 part 4)
+                                    # 'least': the least translation of the left hand that
+                                    # ends the penetration (no denoiser; issue 19 part 5)
   c.sampling.num_samples = 1        # direction 'mean': noise draws averaged
+  c.sampling.exit_directions = 64   # direction 'least': directions searched (sphere spiral)
+  c.sampling.exit_scan = 12         # direction 'least': distances tried per direction, then
+  c.sampling.exit_steps = 8         # this many bisection steps below the first clear one
+  c.sampling.exit_max_mm = 150.0    # direction 'least': the farthest move searched
   c.sampling.keep = ''              # parts of X taken from X_c at every step (guidance still
                                     # moves them): '', 'betas', 'betas,fingers', ... (state.PARTS)
 

@@ -37,6 +37,8 @@ def base() -> ml_collections.ConfigDict:
   c.data.synthetic_seed = 0
   c.data.synthetic_image_size = (512, 334)   # (H, W)
   c.data.synthetic_orientation_deg = 180.0   # hand orientation / camera azimuth spread
+  c.data.synthetic_rig = 'dome'     # cameras: one dome for all captures (as InterHand2.6M) or
+  #                                   'capture' (each capture its own: test views unseen)
   c.data.aug_scale = 0.25
   c.data.aug_rotation_deg = 30.0
   c.data.aug_flip_prob = 0.5

@@ -2,7 +2,7 @@
 
     python -m a2p_jax.data.synthetic --out DIR --num_frames N --seed S \
         [--mano_dir DIR] [--num_cameras C] [--penetrating_fraction F] \
-        [--single_hand_fraction F] [--image_size H,W] [--workers K]
+        [--single_hand_fraction F] [--image_size H,W] [--workers K] [--rig dome|capture]
 
 Hands come from `a2p_jax.data.hands.load_hand_models` (the procedural hand,
 which is NOT MANO, unless --mano_dir points at real MANO files). Each frame
@@ -43,8 +43,10 @@ and the extras (not in InterHand2.6M):
 
 Splits: the frames are cut into train/val/test (80/10/10, at least one val
 and test frame when N >= 3), each split into captures of at most
-`frames_per_capture` frames; a capture is one subject (skin tone) and one
-camera rig. Deterministic given the options: every frame, rig and image draws
+`frames_per_capture` frames; a capture is one subject (skin tone) filmed
+by the rig: by default one dome of `num_cameras` cameras shared by every
+capture and split, as in InterHand2.6M (`--rig capture`: each capture its
+own cameras, so the test split sees viewpoints training never saw). Deterministic given the options: every frame, rig and image draws
 from its own numpy Generator seeded by (seed, stream, index).
 
 This module writes the files; what each frame is comes from
@@ -72,8 +74,8 @@ from a2p_jax.data import hands
 from a2p_jax.data import poses
 from a2p_jax.data import render
 from a2p_jax.data.synthetic_frames import (
-    RIG_STREAM, SIDES, SPLITS, VIEW_STREAM, Options, plan_frames, present_sides, sample_frame,
-    sample_rig, sample_subject)
+    RIG_STREAM, RIGS, SIDES, SPLITS, VIEW_STREAM, Options, plan_frames, present_sides,
+    sample_frame, sample_rig, sample_subject)
 
 # Sequence names by frame kind (InterHand2.6M keeps single-hand and
 # interacting sequences apart).
@@ -126,6 +128,11 @@ def mano_record(result, draw, hand_type):
           for s in SIDES}
 
 
+def rig_index(opts: Options, capture: int) -> int:
+  """Which rig films `capture`: one dome for all ('dome'), or its own."""
+  return 0 if opts.rig == 'dome' else capture
+
+
 def camera_record(rig):
   keys = ('campos', 'camrot', 'focal', 'princpt')
   return {k: {cid: _floats(cam[k]) for cid, cam in rig.items()} for k in keys}
@@ -159,8 +166,8 @@ def generate(out_dir, opts: Options, *, progress=True):
                 for s, m in zip(SIDES, models)}
   specs = plan_frames(opts)
   captures = sorted({s.capture for s in specs})
-  rigs = {c: sample_rig(np.random.default_rng([opts.seed, RIG_STREAM, c]), opts.num_cameras,
-                        height, width, opts.orientation_deg) for c in captures}
+  rigs = {c: sample_rig(np.random.default_rng([opts.seed, RIG_STREAM, rig_index(opts, c)]),
+                        opts.num_cameras, height, width, opts.orientation_deg) for c in captures}
   # The rig as written: JSON floats round-trip exactly, so render with them.
   rigs = {c: {cid: read_camera(camera_record(rig), cid) for cid in rig}
           for c, rig in rigs.items()}
@@ -294,12 +301,15 @@ def main(argv=None):
   p.add_argument('--workers', type=int, default=Options.workers)
   p.add_argument('--orientation_deg', type=float, default=Options.orientation_deg,
                  help='spread of hand orientations and camera azimuths (180: uniform)')
+  p.add_argument('--rig', choices=RIGS, default=Options.rig,
+                 help="'dome': one set of cameras for every capture, as InterHand2.6M "
+                      "(default); 'capture': each capture its own cameras")
   args = p.parse_args(argv)
   opts = Options(num_frames=args.num_frames, seed=args.seed, num_cameras=args.num_cameras,
                  image_size=args.image_size, penetrating_fraction=args.penetrating_fraction,
                  single_hand_fraction=args.single_hand_fraction,
                  frames_per_capture=args.frames_per_capture, mano_dir=args.mano_dir,
-                 workers=args.workers, orientation_deg=args.orientation_deg)
+                 workers=args.workers, orientation_deg=args.orientation_deg, rig=args.rig)
   try:
     opts.validate()
   except ValueError as e:

@@ -26,6 +26,9 @@ SKIN_RAMP = np.array([[0.97, 0.82, 0.72], [0.91, 0.72, 0.59], [0.80, 0.60, 0.46]
 PLAN_STREAM, RIG_STREAM, SUBJECT_STREAM, FRAME_STREAM, VIEW_STREAM, NOISE_STREAM = range(6)
 
 
+RIGS = ('dome', 'capture')
+
+
 @dataclasses.dataclass(frozen=True)
 class Options:
   """Generator options; image_size is (height, width) px."""
@@ -45,6 +48,11 @@ class Options:
   # (every orientation, cameras all round). Smaller: an easier, more
   # InterHand2.6M-like distribution for small CPU runs.
   orientation_deg: float = 180.0
+  # 'dome': every capture is filmed by the same cameras, as InterHand2.6M's
+  # train, val and test captures share its dome (the test split sees the
+  # viewpoints training saw). 'capture': each capture has its own rig (the
+  # test split sees new viewpoints: a harder, cross-view setting).
+  rig: str = 'dome'
 
   def validate(self):
     h, w = self.image_size
@@ -64,6 +72,8 @@ class Options:
                        '(penetrating frames have two hands)')
     if not 0.0 < self.orientation_deg <= 180.0:
       raise ValueError(f'orientation_deg must be in (0, 180], got {self.orientation_deg}')
+    if self.rig not in RIGS:
+      raise ValueError(f'rig must be one of {RIGS}, got {self.rig!r}')
     if self.frames_per_capture < 1 or self.workers < 1 or self.chunk_frames < 1:
       raise ValueError('frames_per_capture, workers and chunk_frames must be >= 1')
 

@@ -34,6 +34,7 @@ from a2p_jax.diffusion import schedule as schedule_lib
 from a2p_jax.diffusion import state as state_lib
 
 KEYS = ('pose_6d', 'betas', 'root_cam')
+DIRECTIONS = ('sample', 'mean', 'least')
 
 
 def sampling_arrays(config):
@@ -53,7 +54,8 @@ def make_sample_fn(graphdef, config, models):
   'sample' (default): the guided DDIM sample; 'mean': the denoiser's
   posterior mean (`posterior_mean`, num_samples noise draws; no guidance),
   meant with the pull-back (pullback_max > 1: moved on along that line
-  until the hands stop penetrating)."""
+  until the hands stop penetrating); 'least': no denoiser, the least
+  translation of the left hand that ends the penetration (`least_exit`)."""
   alpha_bar, ts, lam = sampling_arrays(config)
   s = config.sampling
   keep = state_lib.part_mask(s.get('keep', ''))
@@ -61,14 +63,21 @@ def make_sample_fn(graphdef, config, models):
   pullback_steps = int(s.get('pullback_steps', 0))
   pullback_max = float(s.get('pullback_max', 1.0))
   direction = s.get('direction', 'sample')
-  if direction not in ('sample', 'mean'):
-    raise ValueError(f"config.sampling.direction must be 'sample' or 'mean', got {direction!r}")
+  if direction not in DIRECTIONS:
+    raise ValueError(f'config.sampling.direction must be one of {DIRECTIONS}, got {direction!r}')
   num_samples = int(s.get('num_samples', 1))
   if num_samples < 1:
     raise ValueError(f'config.sampling.num_samples must be >= 1, got {num_samples}')
   if pullback_max < 1.0:
     raise ValueError(f'config.sampling.pullback_max must be >= 1, got {pullback_max}')
   min_depth = float(config.gate.get('min_depth_mm', 0.0)) / 1000.0
+  exit_args = dict(num_dirs=int(s.get('exit_directions', 64)), scan=int(s.get('exit_scan', 12)),
+                   steps=int(s.get('exit_steps', 8)),
+                   max_dist=float(s.get('exit_max_mm', 150.0)) / 1000.0)
+  for name, v in (('exit_directions', exit_args['num_dirs']), ('exit_scan', exit_args['scan']),
+                  ('exit_steps', exit_args['steps']), ('exit_max_mm', exit_args['max_dist'])):
+    if v <= 0:
+      raise ValueError(f'config.sampling.{name} must be > 0, got {v}')
 
   def guided(model, x_c, stats, root_right, key):
     grad_fn = guidance_lib.make_guide_grad(stats, models, root_right, config.collision)
@@ -86,6 +95,8 @@ def make_sample_fn(graphdef, config, models):
                                    refine_lambda=s.final_scale, x_init=x_init, keep=keep)
 
   def sample(model_state, stats, params, key):
+    if direction == 'least':
+      return least_exit(params, models, config.collision, min_depth, **exit_args)
     model = nnx.merge(graphdef, model_state)
     model.eval()
     root_right = params['root_cam'][:, 0]
@@ -143,6 +154,59 @@ def pull_back(before, after, models, collision_cfg, min_depth: float, steps: int
 
   _, hi = jax.lax.fori_loop(0, steps, body, (jnp.zeros((b,)), jnp.full((b,), max_frac)))
   return at(hi)
+
+
+def sphere_directions(n: int):
+  """(n, 3) unit vectors spread evenly over the sphere (the golden-angle
+  spiral: equal-area latitude bands, one point each)."""
+  i = jnp.arange(n, dtype=jnp.float32) + 0.5
+  z = 1.0 - 2.0 * i / n
+  phi = i * jnp.pi * (3.0 - jnp.sqrt(5.0))
+  r = jnp.sqrt(1.0 - z * z)
+  return jnp.stack([r * jnp.cos(phi), r * jnp.sin(phi), z], -1)
+
+
+def least_exit(params, models, collision_cfg, min_depth: float, *, num_dirs: int, scan: int,
+               steps: int, max_dist: float):
+  """The least translation of the left hand (camera space; articulation,
+  shape and the right hand untouched) after which the hands penetrate no
+  deeper than min_depth (m). Along each of `num_dirs` directions
+  (`sphere_directions`): the first of `scan` evenly spaced distances in
+  (0, max_dist] m where the hands are clear, refined by bisection (`steps`
+  exact depth tests) between it and the scan point before; then the
+  nearest of the directions. (A scan, not bisection over the whole range:
+  the clear set along a line is not an interval when fingers interlace.)
+  Under an error of the stage-1 placement that is alike in every
+  direction, the nearest non-penetrating placement is the most likely one.
+  A pair with no clear placement within max_dist comes back unchanged."""
+  u = sphere_directions(num_dirs)
+  b = params['root_cam'].shape[0]
+  step = max_dist / scan
+
+  def bad(dist, k):
+    moved = dict(params, root_cam=params['root_cam'].at[:, 1].add(dist[:, None] * u[k][None]))
+    return guidance_lib.penetrating(moved, models, collision_cfg, 'depth', min_depth)
+
+  def one(k):
+    def look(i, first):   # first clear scan index (scan: none yet)
+      clear = ~bad(jnp.full((b,), (i + 1) * step), k)
+      return jnp.where((first == scan) & clear, i, first)
+    first = jax.lax.fori_loop(0, scan, look, jnp.full((b,), scan, jnp.int32))
+
+    def body(_, bounds):
+      lo, hi = bounds
+      mid = 0.5 * (lo + hi)
+      pen = bad(mid, k)
+      return jnp.where(pen, mid, lo), jnp.where(pen, hi, mid)
+    hi0 = (first + 1) * step
+    _, hi = jax.lax.fori_loop(0, steps, body, (hi0 - step, hi0))
+    return jnp.where(first < scan, hi, jnp.inf)
+
+  dist = jax.lax.map(one, jnp.arange(num_dirs))   # (num_dirs, B)
+  k = jnp.argmin(dist, 0)
+  best = jnp.take_along_axis(dist, k[None], 0)[0]
+  shift = jnp.where(jnp.isfinite(best), best, 0.0)[:, None] * u[k]
+  return dict(params, root_cam=params['root_cam'].at[:, 1].add(shift))
 
 
 def make_repair(graphdef, model_state, stats, models, config):

@@ -26,13 +26,15 @@ def synthetic_root(config, workdir: str) -> str:
   marker = os.path.join(root, 'synthetic_config.json')
   want = {'num_frames': int(d.synthetic_frames), 'seed': int(d.synthetic_seed),
           'image_size': list(d.synthetic_image_size),
-          'orientation_deg': float(d.get('synthetic_orientation_deg', 180.0))}
+          'orientation_deg': float(d.get('synthetic_orientation_deg', 180.0)),
+          'rig': str(d.get('synthetic_rig', 'dome'))}
   if jax.process_index() == 0:
     have = None
     if os.path.exists(marker):
       with open(marker) as f:
         have = json.load(f)
-      have = {k: have.get(k) for k in want}
+      # Sets written before the `rig` option gave each capture its own cameras.
+      have = {k: have.get(k, 'capture' if k == 'rig' else None) for k in want}
     if have != want:
       if have is not None:
         raise ValueError(f'{root} holds a synthetic set made with {have}, but the config '
@@ -41,7 +43,8 @@ def synthetic_root(config, workdir: str) -> str:
       synthetic.generate(root, synthetic.Options(
           num_frames=int(d.synthetic_frames), seed=int(d.synthetic_seed),
           image_size=tuple(d.synthetic_image_size), mano_dir=d.mano_dir or None,
-          orientation_deg=float(d.get('synthetic_orientation_deg', 180.0))))
+          orientation_deg=float(d.get('synthetic_orientation_deg', 180.0)),
+          rig=str(d.get('synthetic_rig', 'dome'))))
   barrier('synthetic_root')
   return root
 
