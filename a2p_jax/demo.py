@@ -1,5 +1,5 @@
 """The main job on the embedded default (`make demo`): no downloads, 2-core
-CPU, about 15 minutes (stage 2 at half the tiny config's steps and pairs).
+CPU, about 20 minutes (stage 2 at half the tiny config's steps and pairs).
 
     python -m a2p_jax.demo --out demo_out
 
