@@ -17,8 +17,8 @@ keeps the full augmentation. 1500 steps, not 600 (measured 2026-12-03 on
 the demo's set, one dome of cameras for every split, test split): at 600
 steps the relative-root head read through the FAE is worse than a constant
 (MRRPE 159.6 mm vs 131.6 for the test split's own mean vector), at 1500 it
-has learned it (108.6 mm; MPJPE 55.3 -> 50.6 mm), which is what lets stage
-2's exit from an overlap point toward the truth.
+has learned it (108.6 mm; MPJPE 55.3 -> 50.6 mm; results.md, issue 19
+part 5).
 `get_config('test')`: a few steps of an even smaller model, for tests.
 """
 

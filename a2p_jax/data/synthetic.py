@@ -46,8 +46,9 @@ and test frame when N >= 3), each split into captures of at most
 `frames_per_capture` frames; a capture is one subject (skin tone) filmed
 by the rig: by default one dome of `num_cameras` cameras shared by every
 capture and split, as in InterHand2.6M (`--rig capture`: each capture its
-own cameras, so the test split sees viewpoints training never saw). Deterministic given the options: every frame, rig and image draws
-from its own numpy Generator seeded by (seed, stream, index).
+own cameras, so the test split sees viewpoints training never saw).
+Deterministic given the options: every frame, rig and image draws from its
+own numpy Generator seeded by (seed, stream, index).
 
 This module writes the files; what each frame is comes from
 `synthetic_frames`, where the hands go from `contact`, the pixels and priors

@@ -71,13 +71,15 @@ def make_sample_fn(graphdef, config, models):
   if pullback_max < 1.0:
     raise ValueError(f'config.sampling.pullback_max must be >= 1, got {pullback_max}')
   min_depth = float(config.gate.get('min_depth_mm', 0.0)) / 1000.0
-  exit_args = dict(num_dirs=int(s.get('exit_directions', 64)), scan=int(s.get('exit_scan', 12)),
-                   steps=int(s.get('exit_steps', 8)),
-                   max_dist=float(s.get('exit_max_mm', 150.0)) / 1000.0)
-  for name, v in (('exit_directions', exit_args['num_dirs']), ('exit_scan', exit_args['scan']),
-                  ('exit_steps', exit_args['steps']), ('exit_max_mm', exit_args['max_dist'])):
+  exit_cfg = {name: s.get(name, default) for name, default in
+              (('exit_directions', 64), ('exit_scan', 12), ('exit_steps', 8),
+               ('exit_max_mm', 150.0))}
+  for name, v in exit_cfg.items():
     if v <= 0:
       raise ValueError(f'config.sampling.{name} must be > 0, got {v}')
+  exit_args = dict(num_dirs=int(exit_cfg['exit_directions']), scan=int(exit_cfg['exit_scan']),
+                   steps=int(exit_cfg['exit_steps']),
+                   max_dist=float(exit_cfg['exit_max_mm']) / 1000.0)
 
   def guided(model, x_c, stats, root_right, key):
     grad_fn = guidance_lib.make_guide_grad(stats, models, root_right, config.collision)
