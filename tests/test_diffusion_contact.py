@@ -294,11 +294,9 @@ def test_least_exit_is_the_nearest_clear_placement_of_a_grid_search(setup):
   cfg = diffusion_tiny.get_config('test').collision
   n, dirs, max_dist, min_depth = 3, 12, 0.04, 1e-3
   touching = _touching(models, np.random.default_rng(5), n)
-  before, pushed = _left_moved(touching, [0.0, 0.0, 0.0])
   vr, vl = state_lib.meshes(touching, models)
   into = np.asarray(vr).mean(1) - np.asarray(vl).mean(1)
-  pushed['root_cam'][:, 1] += (0.01 * into / np.linalg.norm(into, axis=1, keepdims=True)
-                               ).astype(np.float32)
+  _, pushed = _left_moved(touching, 0.01 * into / np.linalg.norm(into, axis=1, keepdims=True))
   got = jax.jit(lambda p: repair_lib.least_exit(p, models, cfg, min_depth, num_dirs=dirs,
                                                 scan=80, steps=6, max_dist=max_dist))(pushed)
   got = {k: np.asarray(v) for k, v in got.items()}

@@ -148,14 +148,23 @@ def pull_back(before, after, models, collision_cfg, min_depth: float, steps: int
   def at(a):
     return state_lib.from_state(x_c + a[:, None] * (x_r - x_c), root_right)
 
+  hi = _bisect(lambda a: guidance_lib.penetrating(at(a), models, collision_cfg, 'depth',
+                                                  min_depth),
+               jnp.zeros((b,)), jnp.full((b,), max_frac), steps)
+  return at(hi)
+
+
+def _bisect(penetrates, lo, hi, steps: int):
+  """(B,) the end `hi` of [lo, hi] after `steps` halvings that keep
+  penetrates(lo) true and penetrates(hi) false (per pair): the least clear
+  value along a path, assuming one crossing inside [lo, hi]."""
   def body(_, bounds):
     lo, hi = bounds
     mid = 0.5 * (lo + hi)
-    bad = guidance_lib.penetrating(at(mid), models, collision_cfg, 'depth', min_depth)
+    bad = penetrates(mid)
     return jnp.where(bad, mid, lo), jnp.where(bad, hi, mid)
 
-  _, hi = jax.lax.fori_loop(0, steps, body, (jnp.zeros((b,)), jnp.full((b,), max_frac)))
-  return at(hi)
+  return jax.lax.fori_loop(0, steps, body, (lo, hi))[1]
 
 
 def sphere_directions(n: int):
@@ -194,14 +203,7 @@ def least_exit(params, models, collision_cfg, min_depth: float, *, num_dirs: int
       clear = ~bad(jnp.full((b,), (i + 1) * step), k)
       return jnp.where((first == scan) & clear, i, first)
     first = jax.lax.fori_loop(0, scan, look, jnp.full((b,), scan, jnp.int32))
-
-    def body(_, bounds):
-      lo, hi = bounds
-      mid = 0.5 * (lo + hi)
-      pen = bad(mid, k)
-      return jnp.where(pen, mid, lo), jnp.where(pen, hi, mid)
-    hi0 = (first + 1) * step
-    _, hi = jax.lax.fori_loop(0, steps, body, (hi0 - step, hi0))
+    hi = _bisect(lambda dist: bad(dist, k), first * step, (first + 1) * step, steps)
     return jnp.where(first < scan, hi, jnp.inf)
 
   dist = jax.lax.map(one, jnp.arange(num_dirs))   # (num_dirs, B)

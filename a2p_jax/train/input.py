@@ -41,10 +41,8 @@ def synthetic_root(config, workdir: str) -> str:
                          f'asks for {want}: delete it or set config.data.root')
       print(f'generating the synthetic set ({d.synthetic_frames} frames) in {root}', flush=True)
       synthetic.generate(root, synthetic.Options(
-          num_frames=int(d.synthetic_frames), seed=int(d.synthetic_seed),
-          image_size=tuple(d.synthetic_image_size), mano_dir=d.mano_dir or None,
-          orientation_deg=float(d.get('synthetic_orientation_deg', 180.0)),
-          rig=str(d.get('synthetic_rig', 'dome'))))
+          num_frames=want['num_frames'], seed=want['seed'], image_size=tuple(want['image_size']),
+          mano_dir=d.mano_dir or None, orientation_deg=want['orientation_deg'], rig=want['rig']))
   barrier('synthetic_root')
   return root
 
