@@ -3,6 +3,7 @@
 import numpy as np
 
 import mano_jax
+from a2p_jax import geometry
 from a2p_jax.diffusion import state as state_lib
 
 
@@ -33,3 +34,36 @@ def boxes_overlapping(n):
 
 def boxes_apart(n):
   return np.tile(np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32), (n, 1, 1))
+
+
+def touching(models, rng, n):
+  """n pairs whose meshes touch without penetrating: the left hand moved
+  along a random direction to the closest centroid distance (bisection to
+  0.1 mm) at which the exact test finds no vertex inside the other mesh."""
+  base = random_params(rng, n)
+  vr, vl = state_lib.meshes(base, models)
+  d = rng.normal(size=(n, 3))
+  d /= np.linalg.norm(d, axis=-1, keepdims=True)
+  centre = np.asarray(vr).mean(1) - np.asarray(vl).mean(1)
+
+  def at(dist):
+    p = {k: np.array(v) for k, v in base.items()}
+    p['root_cam'][:, 1] += (centre + dist[:, None] * d).astype(np.float32)
+    return p
+
+  def depth(p):
+    a, b = state_lib.meshes(p, models)
+    return np.asarray(geometry.penetration_depth(a, models[0].faces, b, models[1].faces))
+
+  lo, hi = np.zeros(n), np.full(n, 0.3)
+  while np.max(hi - lo) > 1e-4:
+    mid = (lo + hi) / 2
+    inside = depth(at(mid)) > 0
+    lo, hi = np.where(inside, mid, lo), np.where(inside, hi, mid)
+  p = at(hi)
+  assert np.all(depth(p) == 0)
+  a, b = state_lib.meshes(p, models)
+  gap = np.asarray(geometry.hand_gap(a, models[0].faces, b, models[1].faces))
+  # In contact: the nearest vertices < 3 mm apart (the edges are ~3 mm long).
+  assert np.all(gap < 0.003), gap
+  return p

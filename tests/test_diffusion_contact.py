@@ -44,39 +44,6 @@ def _left_moved(batch, shift):
   return before, moved
 
 
-def _touching(models, rng, n):
-  """n pairs whose meshes touch without penetrating: the left hand moved
-  along a random direction to the closest centroid distance (bisection to
-  0.1 mm) at which the exact test finds no vertex inside the other mesh."""
-  base = fx.random_params(rng, n)
-  vr, vl = state_lib.meshes(base, models)
-  d = rng.normal(size=(n, 3))
-  d /= np.linalg.norm(d, axis=-1, keepdims=True)
-  centre = np.asarray(vr).mean(1) - np.asarray(vl).mean(1)
-
-  def at(dist):
-    p = {k: np.array(v) for k, v in base.items()}
-    p['root_cam'][:, 1] += (centre + dist[:, None] * d).astype(np.float32)
-    return p
-
-  def depth(p):
-    a, b = state_lib.meshes(p, models)
-    return np.asarray(geometry.penetration_depth(a, models[0].faces, b, models[1].faces))
-
-  lo, hi = np.zeros(n), np.full(n, 0.3)
-  while np.max(hi - lo) > 1e-4:
-    mid = (lo + hi) / 2
-    inside = depth(at(mid)) > 0
-    lo, hi = np.where(inside, mid, lo), np.where(inside, hi, mid)
-  p = at(hi)
-  assert np.all(depth(p) == 0)
-  a, b = state_lib.meshes(p, models)
-  gap = np.asarray(geometry.hand_gap(a, models[0].faces, b, models[1].faces))
-  # In contact: the nearest vertices < 3 mm apart (the edges are ~3 mm long).
-  assert np.all(gap < 0.003), gap
-  return p
-
-
 def test_false_positives_of_the_gate_come_back_unchanged(setup, monkeypatch):
   """With a gate that sends every pair to the repair, touching pairs (no
   vertex inside the other hand) come back as they went in, to 0.1 mm of
@@ -96,7 +63,7 @@ def test_false_positives_of_the_gate_come_back_unchanged(setup, monkeypatch):
   cfg.sampling.num_steps = 4
   cfg.sampling.guidance_scale = 0.05
   cfg.gate.chunk = 3
-  touch = _touching(models, np.random.default_rng(7), N)
+  touch = fx.touching(models, np.random.default_rng(7), N)
   batch = {k: np.concatenate([s['batch'][k], touch[k]]) for k in touch}
   repair = _untrained_repair(cfg, models, batch)
   out, info = repair(batch, fx.boxes_overlapping(2 * N), jax.random.key(0))
@@ -293,7 +260,7 @@ def test_least_exit_is_the_nearest_clear_placement_of_a_grid_search(setup):
   models = setup['models']
   cfg = diffusion_tiny.get_config('test').collision
   n, dirs, max_dist, min_depth = 3, 12, 0.04, 1e-3
-  touching = _touching(models, np.random.default_rng(5), n)
+  touching = fx.touching(models, np.random.default_rng(5), n)
   vr, vl = state_lib.meshes(touching, models)
   into = np.asarray(vr).mean(1) - np.asarray(vl).mean(1)
   _, pushed = _left_moved(touching, 0.01 * into / np.linalg.norm(into, axis=1, keepdims=True))
