@@ -33,12 +33,12 @@ def depth_fn(models):
   return lambda p: np.asarray(fn({k: p[k] for k in repair.KEYS}))
 
 
-def clear_pairs(dataset, models, min_depth: float):
+def clear_pairs(dataset, models, depth, min_depth: float):
   """Parameters {'pose_6d', 'betas', 'root_cam'} (N, 2, ...) and the
   image's camera ('focal', 'princpt' (N, 2)) of the interacting frames with
-  both fits whose hands do not penetrate deeper than min_depth (m)."""
+  both fits whose hands do not penetrate deeper than min_depth (m)
+  (`depth`: a `depth_fn`)."""
   from a2p_jax.diffusion import repair, state
-  depth = depth_fn(models)
   rows = []
   for i in range(len(dataset)):
     ex = dataset[i]
@@ -57,10 +57,10 @@ def clear_pairs(dataset, models, min_depth: float):
   return {k: v[ok] for k, v in gt.items()}
 
 
-def noised(gt, sigma_mm: float, num: int, rng, models, min_depth: float):
+def noised(gt, sigma_mm: float, num: int, rng, depth, min_depth: float):
   """Up to `num` pairs of `gt` whose left hand, moved by N(0, sigma^2) per
-  axis, penetrates deeper than min_depth: (moved params, truth params)."""
-  depth = depth_fn(models)
+  axis, penetrates deeper than min_depth (`depth`: a `depth_fn`): (moved
+  params, truth params)."""
   n = len(gt['betas'])
   moved, truth = [], []
   for _ in range(20):   # draws until `num` penetrate (few do at small sigma)
@@ -84,22 +84,20 @@ def rel_error_mm(params, truth):
 
 
 def run_repair(fn, params, models, batch: int = 16):
-  """The gated repair over `params` in batches, each hand's box its
-  projected mesh (as evaluation without detector boxes): (repaired params,
-  repaired (N,) bool)."""
-  import jax
+  """The gated repair over `params` in batches (one compiled shape), as
+  evaluation applies it (`apply_stage2`: each hand's box its projected
+  mesh): (repaired params, repaired (N,) bool)."""
+  from a2p_jax.arrays import pad_batch
   from a2p_jax.diffusion import repair
+  from a2p_jax.inference.stage2 import apply_stage2
   outs, done = [], []
-  n = len(params['betas'])
-  for lo in range(0, n, batch):
-    part = {k: v[lo:lo + batch] for k, v in params.items()}
-    m = len(part['betas'])
-    pad = {k: np.concatenate([v, np.repeat(v[-1:], batch - m, 0)]) for k, v in part.items()}
-    boxes = np.asarray(repair.boxes_from_params({k: pad[k] for k in repair.KEYS}, models,
-                                                pad['focal'], pad['princpt']))
-    fixed, info = fn({k: pad[k] for k in repair.KEYS}, boxes, jax.random.key(lo))
-    outs.append({k: np.asarray(v)[:m] for k, v in fixed.items()})
-    done.append(np.asarray(info['repaired'])[:m])
+  for lo in range(0, len(params['betas']), batch):
+    part = pad_batch({k: v[lo:lo + batch] for k, v in params.items()}, batch)
+    m = min(batch, len(params['betas']) - lo)
+    pred = dict(part, rel_root=part['root_cam'][:, 1] - part['root_cam'][:, 0])
+    fixed, gated = apply_stage2(pred, fn, models, part, seed=lo)
+    outs.append({k: fixed[k][:m] for k in repair.KEYS})
+    done.append(gated[:m])
   return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}, np.concatenate(done)
 
 
@@ -139,13 +137,14 @@ def main(argv=None):
   fns = [(name, load_repair(args.stage2, mano_dir=args.mano_dir, sampling=s)) for name, s in
          REPAIRS]
   min_depth = float(fns[0][1][1].gate.get('min_depth_mm', 0.0)) / 1000.0
+  depth = depth_fn(models)   # one jitted exact test for every step below
   gt = clear_pairs(dataset(args.dataset, args.root, args.split, mano_dir=args.mano_dir),
-                   models, min_depth)
+                   models, depth, min_depth)
   print(f'{len(gt["betas"])} interacting ground-truth pairs clear of each other', flush=True)
   rng = np.random.default_rng(args.seed)
   rows = []
   for sigma in args.sigma:
-    moved, truth = noised(gt, sigma, args.num, rng, models, min_depth)
+    moved, truth = noised(gt, sigma, args.num, rng, depth, min_depth)
     before = rel_error_mm(moved, truth)
     row = {'sigma': sigma, 'pairs': len(before), 'before': float(before.mean())}
     for name, (fn, _) in fns:

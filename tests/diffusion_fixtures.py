@@ -5,6 +5,7 @@ import numpy as np
 
 import mano_jax
 from a2p_jax import geometry
+from a2p_jax.diffusion import guidance
 from a2p_jax.diffusion import state as state_lib
 
 
@@ -52,10 +53,7 @@ def touching(models, rng, n):
     p['root_cam'][:, 1] += (centre + dist[:, None] * d).astype(np.float32)
     return p
 
-  @jax.jit
-  def exact(p):
-    a, b = state_lib.meshes(p, models)
-    return geometry.penetration_depth(a, models[0].faces, b, models[1].faces)
+  exact = jax.jit(lambda p: guidance.depth(p, models))
 
   def depth(p):
     return np.asarray(exact(p))

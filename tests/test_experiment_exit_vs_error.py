@@ -28,7 +28,7 @@ def test_noised_pairs_penetrate_and_their_error_is_the_move(xve):
   gt = dict(gt, focal=np.full((4, 2), 500.0, np.float32), princpt=np.full((4, 2), 128.0,
                                                                              np.float32))
   depth = xve.depth_fn(models)   # (fx.touching checked that gt does not penetrate)
-  moved, truth = xve.noised(gt, 40.0, 6, np.random.default_rng(0), models, 0.001)
+  moved, truth = xve.noised(gt, 40.0, 6, np.random.default_rng(0), depth, 0.001)
   n = len(moved['betas'])
   assert 0 < n <= 6
   assert np.all(depth(moved) > 0.001)
